@@ -1,0 +1,45 @@
+//! `local-runner`: provisions the local resources, then serves every HTTP route on
+//! `HOST:PORT` (default 127.0.0.1:3000). Started by `infra/run.sh`.
+
+use std::sync::Arc;
+
+use local_runner::provision::{self, Names};
+use shared::Services;
+use shared::aws::secrets::Secrets;
+use shared::config::require_strong;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    shared::telemetry::init();
+    let prefix = std::env::var("LOCAL_PREFIX").unwrap_or_else(|_| "nb-local".into());
+    let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".into());
+    let port = std::env::var("PORT").unwrap_or_else(|_| "3000".into());
+
+    let sdk = shared::aws::load_sdk_config().await;
+    let names = Names::with_prefix(&prefix);
+    let provisioned = provision::ensure_all(&sdk, &names).await?;
+    let settings = local_runner::local_settings(&names, &provisioned)?;
+    let mut secrets = Secrets::load(&sdk, &["SESSION_SECRET"]).await?;
+    let secret = require_strong("SESSION_SECRET", secrets.take("SESSION_SECRET"))?;
+    let services = Arc::new(Services::new(settings, &sdk, &secret));
+
+    let listener = tokio::net::TcpListener::bind(format!("{host}:{port}")).await?;
+    let address = listener.local_addr()?;
+    // The line scripts and tests wait for: keep its shape.
+    println!("local-runner listening on http://{address}");
+    tracing::info!(%address, table = %names.table, queue = %provisioned.queue_url, "serving");
+    axum::serve(listener, local_runner::http_router(services))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+/// Ctrl-C in a terminal, SIGTERM from a script.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

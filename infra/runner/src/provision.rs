@@ -1,0 +1,196 @@
+//! Creates the local resources idempotently, with the settings of `template.yaml`.
+
+use aws_config::SdkConfig;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+};
+use aws_sdk_s3::types::{
+    BucketLifecycleConfiguration, ExpirationStatus, LifecycleExpiration, LifecycleRule,
+    LifecycleRuleFilter,
+};
+use aws_sdk_sqs::types::QueueAttributeName;
+
+/// Names of one stack's resources.
+#[derive(Debug, Clone)]
+pub struct Names {
+    pub table: String,
+    pub bucket: String,
+    pub queue: String,
+    pub dlq: String,
+}
+
+impl Names {
+    /// `prefix`, `prefix-images`, `prefix-generations`, `prefix-generations-dlq`.
+    pub fn with_prefix(prefix: &str) -> Self {
+        Self {
+            table: prefix.to_string(),
+            bucket: format!("{prefix}-images"),
+            queue: format!("{prefix}-generations"),
+            dlq: format!("{prefix}-generations-dlq"),
+        }
+    }
+}
+
+/// Where the queues ended up.
+#[derive(Debug, Clone)]
+pub struct Provisioned {
+    pub queue_url: String,
+    pub dlq_url: String,
+}
+
+// template.yaml: worker timeout 180 s, visibility 6x that, 5 receives, DLQ kept longer.
+const VISIBILITY_TIMEOUT_SECS: &str = "1080";
+const QUEUE_RETENTION_SECS: &str = "345600";
+const DLQ_RETENTION_SECS: &str = "1209600";
+const MAX_RECEIVE_COUNT: u32 = 5;
+pub const OPEN_INDEX: &str = "open";
+
+pub async fn ensure_all(sdk: &SdkConfig, names: &Names) -> anyhow::Result<Provisioned> {
+    ensure_table(&aws_sdk_dynamodb::Client::new(sdk), &names.table).await?;
+    ensure_bucket(&shared::aws::s3_client(sdk), &names.bucket).await?;
+    ensure_queues(&aws_sdk_sqs::Client::new(sdk), &names.queue, &names.dlq).await
+}
+
+pub async fn ensure_table(client: &aws_sdk_dynamodb::Client, table: &str) -> anyhow::Result<()> {
+    let key = |name: &str, kind| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .expect("name and type are set")
+    };
+    let attribute = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .expect("name and type are set")
+    };
+    let open_index = GlobalSecondaryIndex::builder()
+        .index_name(OPEN_INDEX)
+        .key_schema(key("open_pk", KeyType::Hash))
+        .key_schema(key("open_sk", KeyType::Range))
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::All)
+                .build(),
+        )
+        .build()?;
+    let created = client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .key_schema(key("pk", KeyType::Hash))
+        .key_schema(key("sk", KeyType::Range))
+        .attribute_definitions(attribute("pk"))
+        .attribute_definitions(attribute("sk"))
+        .attribute_definitions(attribute("open_pk"))
+        .attribute_definitions(attribute("open_sk"))
+        .global_secondary_indexes(open_index)
+        .send()
+        .await;
+    match created {
+        Ok(_) => {}
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_resource_in_use_exception()) =>
+        {
+            return Ok(());
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("creating table {table}"))),
+    }
+    client
+        .update_time_to_live()
+        .table_name(table)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .attribute_name("expires_at")
+                .enabled(true)
+                .build()?,
+        )
+        .send()
+        .await?;
+    Ok(())
+}
+
+pub async fn ensure_bucket(client: &aws_sdk_s3::Client, bucket: &str) -> anyhow::Result<()> {
+    match client.create_bucket().bucket(bucket).send().await {
+        Ok(_) => {}
+        Err(e)
+            if e.as_service_error().is_some_and(|e| {
+                e.is_bucket_already_owned_by_you() || e.is_bucket_already_exists()
+            }) => {}
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("creating bucket {bucket}"))),
+    }
+    let expire_uploads = LifecycleRule::builder()
+        .id("expire-uploads")
+        .status(ExpirationStatus::Enabled)
+        .filter(LifecycleRuleFilter::builder().prefix("uploads/").build())
+        .expiration(LifecycleExpiration::builder().days(1).build())
+        .build()?;
+    client
+        .put_bucket_lifecycle_configuration()
+        .bucket(bucket)
+        .lifecycle_configuration(
+            BucketLifecycleConfiguration::builder()
+                .rules(expire_uploads)
+                .build()?,
+        )
+        .send()
+        .await
+        .map_err(|e| anyhow::Error::new(e).context("configuring the bucket lifecycle"))?;
+    Ok(())
+}
+
+pub async fn ensure_queues(
+    client: &aws_sdk_sqs::Client,
+    queue: &str,
+    dlq: &str,
+) -> anyhow::Result<Provisioned> {
+    let dlq_url = client
+        .create_queue()
+        .queue_name(dlq)
+        .attributes(
+            QueueAttributeName::MessageRetentionPeriod,
+            DLQ_RETENTION_SECS,
+        )
+        .attributes(
+            QueueAttributeName::VisibilityTimeout,
+            VISIBILITY_TIMEOUT_SECS,
+        )
+        .send()
+        .await?
+        .queue_url
+        .ok_or_else(|| anyhow::anyhow!("no URL for the DLQ"))?;
+    let dlq_arn = client
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await?
+        .attributes
+        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+        .ok_or_else(|| anyhow::anyhow!("no ARN for the DLQ"))?;
+    let redrive = serde_json::json!({
+        "deadLetterTargetArn": dlq_arn,
+        "maxReceiveCount": MAX_RECEIVE_COUNT,
+    });
+    let queue_url = client
+        .create_queue()
+        .queue_name(queue)
+        .attributes(
+            QueueAttributeName::MessageRetentionPeriod,
+            QUEUE_RETENTION_SECS,
+        )
+        .attributes(
+            QueueAttributeName::VisibilityTimeout,
+            VISIBILITY_TIMEOUT_SECS,
+        )
+        .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
+        .send()
+        .await?
+        .queue_url
+        .ok_or_else(|| anyhow::anyhow!("no URL for the queue"))?;
+    Ok(Provisioned { queue_url, dlq_url })
+}

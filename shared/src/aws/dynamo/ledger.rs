@@ -1,0 +1,285 @@
+//! The credit ledger: builds the items of a balance change (balance update + ledger row,
+//! and a guard for reference-keyed changes) for the flows to put into their own single
+//! transaction, and applies a change on its own where nothing else is written with it.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::keys::{self, LEDGER_PREFIX, PK, PROFILE, SK};
+use super::tx::{Role, Tx};
+use super::{DynamoStore, StoreError, sdk_error};
+use crate::domain::ledger::{LedgerEntry, LedgerReason};
+use crate::domain::{Credits, LedgerId, UserId};
+
+/// One change of a user's balance, named by what caused it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BalanceChange {
+    pub user: UserId,
+    /// Positive for grants and refunds, negative for debits and claw-backs.
+    delta: i64,
+    /// Debits must be covered by the balance; claw-backs need not be.
+    covered: bool,
+    pub reason: LedgerReason,
+    pub reference: String,
+}
+
+impl BalanceChange {
+    /// Adds credits (a bonus, a purchase, a refund).
+    pub fn grant(
+        user: UserId,
+        amount: Credits,
+        reason: LedgerReason,
+        reference: impl Into<String>,
+    ) -> Self {
+        Self {
+            user,
+            delta: amount.get(),
+            covered: false,
+            reason,
+            reference: reference.into(),
+        }
+    }
+
+    /// Spends credits; refused when the balance does not cover them.
+    pub fn debit(
+        user: UserId,
+        amount: Credits,
+        reason: LedgerReason,
+        reference: impl Into<String>,
+    ) -> Self {
+        Self {
+            user,
+            delta: -amount.get(),
+            covered: true,
+            reason,
+            reference: reference.into(),
+        }
+    }
+
+    /// Takes credits back whatever the balance (a refunded or disputed payment).
+    pub fn claw_back(user: UserId, amount: Credits, reference: impl Into<String>) -> Self {
+        Self {
+            user,
+            delta: -amount.get(),
+            covered: false,
+            reason: LedgerReason::Clawback,
+            reference: reference.into(),
+        }
+    }
+
+    pub fn delta(&self) -> i64 {
+        self.delta
+    }
+}
+
+/// The outcome of a reference-keyed change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Applied(LedgerId),
+    /// A change with this reason and reference was applied before; nothing changed now.
+    AlreadyApplied,
+}
+
+/// A ledger row as stored. It holds no personal data, so it outlives account deletion.
+#[derive(Debug, Serialize, Deserialize)]
+struct LedgerRow {
+    pk: String,
+    sk: String,
+    id: LedgerId,
+    delta: i64,
+    reason: LedgerReason,
+    #[serde(rename = "ref")]
+    reference: String,
+    created_at: String,
+}
+
+pub(crate) fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .expect("a UTC timestamp always formats")
+}
+
+impl DynamoStore {
+    /// Applies `change` at most once per (reason, reference): a repeat is reported as
+    /// `AlreadyApplied` and changes nothing. A debit is refused with `InsufficientCredits`
+    /// when the balance does not cover it.
+    pub async fn apply(&self, change: &BalanceChange) -> Result<Applied, StoreError> {
+        let mut tx = Tx::default();
+        let id = self.push_change(&mut tx, change, None, true, OffsetDateTime::now_utc());
+        match self.execute(tx).await {
+            Ok(()) => Ok(Applied::Applied(id)),
+            Err(StoreError::AlreadyApplied) => Ok(Applied::AlreadyApplied),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Adds the items of `change` to `tx`: the balance update (conditioned on the user
+    /// existing, the balance covering a debit and, when given, the session version), the
+    /// ledger row, and with `guarded` a guard item keyed by the reference.
+    pub(crate) fn push_change(
+        &self,
+        tx: &mut Tx,
+        change: &BalanceChange,
+        expected_session: Option<u64>,
+        guarded: bool,
+        now: OffsetDateTime,
+    ) -> LedgerId {
+        let mut condition = String::from("attribute_exists(pk)");
+        let mut values = HashMap::from([(":d".to_string(), number(change.delta))]);
+        if change.covered {
+            condition.push_str(" AND credits >= :cost");
+            values.insert(":cost".into(), number(-change.delta));
+        }
+        if let Some(version) = expected_session {
+            condition.push_str(" AND session_version = :sv");
+            values.insert(":sv".into(), number(version as i64));
+        }
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key(PK, AttributeValue::S(keys::user_pk(change.user)))
+            .key(SK, AttributeValue::S(PROFILE.into()))
+            .update_expression("SET credits = credits + :d")
+            .condition_expression(condition)
+            .set_expression_attribute_values(Some(values))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .expect("table, key and expression are set");
+        tx.push(
+            TransactWriteItem::builder().update(update).build(),
+            Role::Balance {
+                user: change.user,
+                expected_session,
+                cost: change.covered.then_some(-change.delta),
+            },
+        );
+        let id = self.push_ledger_row(
+            tx,
+            change.user,
+            change.delta,
+            change.reason,
+            &change.reference,
+            now,
+        );
+        if guarded {
+            let guard = HashMap::from([
+                (
+                    PK.to_string(),
+                    AttributeValue::S(keys::user_pk(change.user)),
+                ),
+                (
+                    SK.to_string(),
+                    AttributeValue::S(keys::applied_sk(change.reason.as_str(), &change.reference)),
+                ),
+                ("ledger_id".to_string(), AttributeValue::S(id.to_string())),
+            ]);
+            tx.push(put_new(&self.table, guard), Role::Guard);
+        }
+        id
+    }
+
+    /// Adds a ledger row to `tx`. Its transaction must be conditioned on what caused it.
+    pub(crate) fn push_ledger_row(
+        &self,
+        tx: &mut Tx,
+        user: UserId,
+        delta: i64,
+        reason: LedgerReason,
+        reference: &str,
+        now: OffsetDateTime,
+    ) -> LedgerId {
+        let id = LedgerId::new();
+        let row = LedgerRow {
+            pk: keys::user_pk(user),
+            sk: keys::ledger_sk(id),
+            id,
+            delta,
+            reason,
+            reference: reference.to_string(),
+            created_at: rfc3339(now),
+        };
+        let item = serde_dynamo::to_item(row).expect("a ledger row always serializes");
+        tx.push(put_new(&self.table, item), Role::Named("ledger row"));
+        id
+    }
+
+    /// One page of a user's ledger, newest first, and the cursor of the next page.
+    pub async fn ledger_page(
+        &self,
+        user: UserId,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<LedgerEntry>, Option<String>), StoreError> {
+        let start = cursor
+            .map(|c| super::users::decode_cursor(c, LEDGER_PREFIX))
+            .transpose()?;
+        let (rows, next) = self
+            .query_page::<LedgerRow>(keys::user_pk(user), LEDGER_PREFIX, limit, start)
+            .await?;
+        let entries = rows
+            .into_iter()
+            .map(|r| LedgerEntry {
+                id: r.id,
+                delta: r.delta,
+                reason: r.reason,
+                reference: r.reference,
+                created_at: OffsetDateTime::parse(
+                    &r.created_at,
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+            })
+            .collect();
+        Ok((entries, next))
+    }
+
+    /// The sum of a user's ledger deltas (invariant 1 says it equals the balance).
+    pub async fn ledger_sum(&self, user: UserId) -> Result<i64, StoreError> {
+        let mut sum = 0;
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+                .expression_attribute_values(":pk", AttributeValue::S(keys::user_pk(user)))
+                .expression_attribute_values(":p", AttributeValue::S(LEDGER_PREFIX.into()))
+                .projection_expression("delta")
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(sdk_error)?;
+            for item in out.items() {
+                sum += item
+                    .get("delta")
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|n| n.parse::<i64>().ok())
+                    .unwrap_or(0);
+            }
+            match out.last_evaluated_key {
+                Some(key) => start = Some(key),
+                None => return Ok(sum),
+            }
+        }
+    }
+}
+
+pub(crate) fn number(n: i64) -> AttributeValue {
+    AttributeValue::N(n.to_string())
+}
+
+/// A put that must create its item (a fresh id, a guard, an identity).
+pub(crate) fn put_new(table: &str, item: HashMap<String, AttributeValue>) -> TransactWriteItem {
+    let put = Put::builder()
+        .table_name(table)
+        .set_item(Some(item))
+        .condition_expression("attribute_not_exists(pk)")
+        .build()
+        .expect("table and item are set");
+    TransactWriteItem::builder().put(put).build()
+}

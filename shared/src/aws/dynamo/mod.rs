@@ -1,0 +1,110 @@
+//! The DynamoDB adapter: one table, single-table design (see DESIGN.md's data table).
+//!
+//! Condition failures become domain answers here, like a unique-constraint mapping in a
+//! SQL service: a short balance is `InsufficientCredits`, a bumped `session_version` is
+//! `SessionRevoked`, an already-applied reference is `AlreadyApplied`.
+
+mod keys;
+pub mod ledger;
+mod tx;
+mod users;
+
+use std::fmt::Debug;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+
+pub use ledger::{Applied, BalanceChange};
+pub use users::SignIn;
+
+/// Why a storage operation did not happen. Every variant but the last three is a domain
+/// answer; those are failures of ours.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the balance does not cover the cost")]
+    InsufficientCredits,
+    #[error("the session was revoked")]
+    SessionRevoked,
+    #[error("not found")]
+    NotFound,
+    #[error("already applied")]
+    AlreadyApplied,
+    #[error("condition `{0}` does not hold")]
+    ConditionFailed(&'static str),
+    #[error("the pagination cursor is not valid")]
+    InvalidCursor,
+    #[error("the transaction kept conflicting with concurrent ones")]
+    Contention,
+    #[error("DynamoDB is unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error("DynamoDB request failed")]
+    Internal(#[source] anyhow::Error),
+}
+
+/// The service's table.
+#[derive(Debug, Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+}
+
+/// Throttling, timeouts and connection failures are worth retrying later (503); anything
+/// else is a bug or a misconfiguration (500).
+pub(crate) fn sdk_error<E, R>(error: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: Debug + Send + Sync + 'static,
+{
+    let transient = match &error {
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => true,
+        SdkError::ServiceError(e) => matches!(
+            e.err().code(),
+            Some(
+                "ThrottlingException"
+                    | "ProvisionedThroughputExceededException"
+                    | "RequestLimitExceeded"
+                    | "InternalServerError"
+                    | "ServiceUnavailable"
+            )
+        ),
+        _ => false,
+    };
+    let cause = anyhow::Error::new(
+        aws_smithy_types::error::display::DisplayErrorContext(error).to_string_error(),
+    );
+    if transient {
+        StoreError::Unavailable(cause)
+    } else {
+        StoreError::Internal(cause)
+    }
+}
+
+/// `DisplayErrorContext` renders the whole chain; keep it as a plain error message.
+trait ToStringError {
+    fn to_string_error(&self) -> PlainError;
+}
+
+impl<E: std::error::Error> ToStringError
+    for aws_smithy_types::error::display::DisplayErrorContext<E>
+{
+    fn to_string_error(&self) -> PlainError {
+        PlainError(self.to_string())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct PlainError(String);

@@ -1,0 +1,76 @@
+//! Secrets: from the environment locally; deployed, from SSM Parameter Store
+//! (SecureString, or a Secrets Manager secret through `/aws/reference/secretsmanager/…`),
+//! read once at cold start in one batched call.
+
+use std::collections::HashMap;
+
+use aws_config::SdkConfig;
+
+use crate::config::{ConfigError, Secret};
+
+/// The secrets a function asked for; absent ones are `None`.
+#[derive(Debug, Default)]
+pub struct Secrets(HashMap<String, Secret>);
+
+impl Secrets {
+    /// For each name `X`: the variable `X` itself, or else the SSM parameter named by
+    /// `X_PARAM`. Only the names given are read: each function asks for its own.
+    pub async fn load(sdk: &SdkConfig, names: &[&str]) -> Result<Self, ConfigError> {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let mut found = HashMap::new();
+        let mut wanted: HashMap<String, String> = HashMap::new();
+        for name in names {
+            if let Some(value) = env(name) {
+                found.insert(name.to_string(), Secret::new(value));
+            } else if let Some(param) = env(&format!("{name}_PARAM")) {
+                wanted.insert(param, name.to_string());
+            }
+        }
+        if !wanted.is_empty() {
+            let client = aws_sdk_ssm::Client::new(sdk);
+            let params: Vec<String> = wanted.keys().cloned().collect();
+            // GetParameters takes at most 10 names per call.
+            for chunk in params.chunks(10) {
+                let out = client
+                    .get_parameters()
+                    .set_names(Some(chunk.to_vec()))
+                    .with_decryption(true)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        ConfigError(format!(
+                            "reading secrets from SSM failed: {}",
+                            aws_smithy_types::error::display::DisplayErrorContext(e)
+                        ))
+                    })?;
+                if let Some(missing) = out.invalid_parameters().first() {
+                    return Err(ConfigError(format!(
+                        "SSM parameter {missing} (for {}) does not exist",
+                        wanted[missing]
+                    )));
+                }
+                for p in out.parameters() {
+                    if let (Some(name), Some(value)) = (p.name(), p.value()) {
+                        if let Some(var) = wanted.get(name) {
+                            found.insert(var.clone(), Secret::new(value));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Self(found))
+    }
+
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Self(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), Secret::new(v)))
+                .collect(),
+        )
+    }
+
+    pub fn take(&mut self, name: &str) -> Option<Secret> {
+        self.0.remove(name)
+    }
+}

@@ -1,0 +1,11 @@
+//! Domain types: validated values that cannot hold bad data once constructed.
+
+pub mod catalog;
+pub mod credits;
+pub mod ids;
+pub mod ledger;
+pub mod products;
+pub mod user;
+
+pub use credits::Credits;
+pub use ids::{GenerationId, LedgerId, UploadId, UserId};

@@ -1,0 +1,43 @@
+//! The state an HTTP function builds once at cold start and lends to every request.
+
+use std::sync::Arc;
+
+use aws_config::SdkConfig;
+
+use crate::aws::dynamo::DynamoStore;
+use crate::aws::secrets::Secrets;
+use crate::config::{Secret, Settings, require_strong};
+use crate::session::SessionKeys;
+
+/// Settings, storage and session keys: shared by every request of a function.
+#[derive(Debug)]
+pub struct Services {
+    pub settings: Settings,
+    pub store: DynamoStore,
+    pub sessions: SessionKeys,
+}
+
+impl Services {
+    /// Reads settings and the session secret (from the environment or SSM) and builds the
+    /// clients from one SDK configuration. Fails with a message naming what is missing.
+    pub async fn from_env() -> anyhow::Result<Arc<Self>> {
+        let settings = Settings::from_env()?;
+        let sdk = crate::aws::load_sdk_config().await;
+        let mut secrets = Secrets::load(&sdk, &["SESSION_SECRET"]).await?;
+        let secret = require_strong("SESSION_SECRET", secrets.take("SESSION_SECRET"))?;
+        Ok(Arc::new(Self::new(settings, &sdk, &secret)))
+    }
+
+    pub fn new(settings: Settings, sdk: &SdkConfig, session_secret: &Secret) -> Self {
+        let store = DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(sdk),
+            settings.table_name.clone(),
+        );
+        let sessions = SessionKeys::new(session_secret, settings.session_ttl);
+        Self {
+            settings,
+            store,
+            sessions,
+        }
+    }
+}
