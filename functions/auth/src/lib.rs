@@ -3,6 +3,8 @@
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -10,12 +12,13 @@ use shared::Services;
 use shared::aws::dynamo::SignIn;
 use shared::domain::ledger::LedgerEntry;
 use shared::domain::user::{Me, Profile};
-use shared::http::{ApiError, CurrentUser, FieldError, JsonBody, Page};
+use shared::http::{ApiError, CurrentUser, FieldError, JsonBody, Page, SessionToken};
 
 /// This function's routes, without the shared layers (the local runner merges them).
 pub fn routes() -> Router<Arc<Services>> {
     Router::new()
         .route("/auth/dev/login", post(dev_login))
+        .route("/auth/logout", post(logout))
         .route("/v1/me", get(me))
         .route("/v1/me/ledger", get(ledger))
 }
@@ -83,6 +86,25 @@ async fn dev_login(
         token,
         user: user.into(),
     }))
+}
+
+/// Revokes every session of the user (older tokens get 401 everywhere) and clears the cookie.
+async fn logout(
+    State(services): State<Arc<Services>>,
+    SessionToken(claims): SessionToken,
+) -> Result<impl IntoResponse, ApiError> {
+    services
+        .store
+        .revoke_sessions(claims.user_id, claims.session_version)
+        .await?;
+    tracing::info!(user_id = %claims.user_id, "sessions revoked");
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(
+            header::SET_COOKIE,
+            "nb_session=; Max-Age=0; Path=/; HttpOnly; Secure; SameSite=Lax",
+        )],
+    ))
 }
 
 async fn me(CurrentUser(user): CurrentUser) -> Json<Me> {

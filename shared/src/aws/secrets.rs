@@ -50,10 +50,10 @@ impl Secrets {
                     )));
                 }
                 for p in out.parameters() {
-                    if let (Some(name), Some(value)) = (p.name(), p.value()) {
-                        if let Some(var) = wanted.get(name) {
-                            found.insert(var.clone(), Secret::new(value));
-                        }
+                    if let (Some(name), Some(value)) = (p.name(), p.value())
+                        && let Some(var) = wanted.get(name)
+                    {
+                        found.insert(var.clone(), Secret::new(value));
                     }
                 }
             }

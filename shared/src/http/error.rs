@@ -180,6 +180,7 @@ impl From<StoreError> for ApiError {
             StoreError::InsufficientCredits => Self::InsufficientCredits,
             StoreError::SessionRevoked => Self::Unauthorized,
             StoreError::NotFound => Self::NotFound,
+            StoreError::InvalidCursor => Self::invalid("the cursor is not valid for this listing"),
             StoreError::Contention => {
                 Self::Unavailable("too much concurrent activity on this account; try again".into())
             }

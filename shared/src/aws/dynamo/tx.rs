@@ -85,9 +85,13 @@ impl DynamoStore {
         match service.err() {
             TransactWriteItemsError::TransactionCanceledException(cancel) => {
                 let reasons = cancel.cancellation_reasons();
-                let failed = reasons
-                    .iter()
-                    .position(|r| r.code() == Some("ConditionalCheckFailed"));
+                let failed_at = |i: &usize| reasons[*i].code() == Some("ConditionalCheckFailed");
+                // "Already applied" outranks every other answer: a repeat changes nothing,
+                // whatever the balance is now.
+                let failed = (0..reasons.len())
+                    .filter(failed_at)
+                    .find(|i| matches!(roles.get(*i), Some(Role::Guard)))
+                    .or_else(|| (0..reasons.len()).find(failed_at));
                 if let Some(index) = failed {
                     return match self.classify(roles[index], &reasons[index]).await? {
                         Some(answer) => Err(answer),
@@ -161,15 +165,15 @@ fn balance_failure(
             .and_then(|v| v.as_n().ok())
             .and_then(|n| n.parse::<i64>().ok())
     };
-    if let Some(expected) = expected_session {
-        if number("session_version") != Some(expected as i64) {
-            return Some(StoreError::SessionRevoked);
-        }
+    if let Some(expected) = expected_session
+        && number("session_version") != Some(expected as i64)
+    {
+        return Some(StoreError::SessionRevoked);
     }
-    if let Some(cost) = cost {
-        if number("credits").is_none_or(|credits| credits < cost) {
-            return Some(StoreError::InsufficientCredits);
-        }
+    if let Some(cost) = cost
+        && number("credits").is_none_or(|credits| credits < cost)
+    {
+        return Some(StoreError::InsufficientCredits);
     }
     None
 }

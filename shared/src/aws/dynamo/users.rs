@@ -237,3 +237,35 @@ pub(crate) fn from_item<T: DeserializeOwned>(item: Item) -> Result<T, StoreError
     serde_dynamo::from_item(item)
         .map_err(|e| StoreError::Internal(anyhow::anyhow!("unreadable item: {e}")))
 }
+
+impl DynamoStore {
+    /// Revokes every session of the user by bumping `session_version`, if the caller's
+    /// session is still the current one (else `SessionRevoked`).
+    pub async fn revoke_sessions(
+        &self,
+        user: UserId,
+        current_version: u64,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(item_key(keys::user_pk(user), PROFILE)))
+            .update_expression("SET session_version = session_version + :one")
+            .condition_expression("session_version = :sv")
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(":sv", AttributeValue::N(current_version.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::SessionRevoked)
+            }
+            Err(e) => Err(sdk_error(e)),
+        }
+    }
+}
