@@ -4,16 +4,22 @@ use std::sync::Arc;
 
 use aws_config::SdkConfig;
 
+use crate::aws::Clients;
+use crate::aws::counting::CallCounter;
 use crate::aws::dynamo::DynamoStore;
+use crate::aws::s3::BlobStore;
 use crate::aws::secrets::Secrets;
+use crate::aws::sqs::JobQueue;
 use crate::config::{Secret, Settings, require_strong};
 use crate::session::SessionKeys;
 
-/// Settings, storage and session keys: shared by every request of a function.
+/// Settings, storage, queue and session keys: shared by every request of a function.
 #[derive(Debug)]
 pub struct Services {
     pub settings: Settings,
     pub store: DynamoStore,
+    pub blobs: BlobStore,
+    pub queue: JobQueue,
     pub sessions: SessionKeys,
 }
 
@@ -25,19 +31,23 @@ impl Services {
         let sdk = crate::aws::load_sdk_config().await;
         let mut secrets = Secrets::load(&sdk, &["SESSION_SECRET"]).await?;
         let secret = require_strong("SESSION_SECRET", secrets.take("SESSION_SECRET"))?;
-        Ok(Arc::new(Self::new(settings, &sdk, &secret)))
+        Ok(Arc::new(Self::new(settings, &sdk, &secret, None)))
     }
 
-    pub fn new(settings: Settings, sdk: &SdkConfig, session_secret: &Secret) -> Self {
-        let store = DynamoStore::new(
-            aws_sdk_dynamodb::Client::new(sdk),
-            settings.table_name.clone(),
-        );
-        let sessions = SessionKeys::new(session_secret, settings.session_ttl);
+    /// With `counter`, every AWS call is counted (tests, benchmarks).
+    pub fn new(
+        settings: Settings,
+        sdk: &SdkConfig,
+        session_secret: &Secret,
+        counter: Option<&CallCounter>,
+    ) -> Self {
+        let clients = Clients::new(sdk, counter);
         Self {
+            store: DynamoStore::new(clients.dynamo, settings.table_name.clone()),
+            blobs: BlobStore::new(clients.s3, settings.bucket_name.clone()),
+            queue: JobQueue::new(clients.sqs, settings.queue_url.clone()),
+            sessions: SessionKeys::new(session_secret, settings.session_ttl),
             settings,
-            store,
-            sessions,
         }
     }
 }

@@ -10,7 +10,12 @@ use http_body_util::BodyExt;
 use local_runner::provision::{self, Names};
 use serde_json::Value;
 use shared::Services;
+use shared::aws::Clients;
+use shared::aws::counting::CallCounter;
+use shared::aws::dynamo::BalanceChange;
 use shared::config::{Secret, Settings};
+use shared::domain::ledger::LedgerReason;
+use shared::domain::{Credits, UserId};
 use tower::ServiceExt;
 
 pub const SESSION_SECRET: &str = "integration-test-session-secret-0123456789abcdef";
@@ -21,6 +26,10 @@ pub struct Stack {
     pub names: Names,
     pub services: Arc<Services>,
     pub router: Router,
+    /// Counts every AWS call the services make.
+    pub calls: CallCounter,
+    pub clients: Clients,
+    pub queue_url: String,
 }
 
 /// The emulator endpoint the test command started (`infra/test.sh`).
@@ -58,12 +67,76 @@ pub async fn stack(test: &str, adjust: impl FnOnce(&mut Settings)) -> Stack {
     })
     .expect("test settings are valid");
     adjust(&mut settings);
-    let services = Arc::new(Services::new(settings, &sdk, &Secret::new(SESSION_SECRET)));
+    let calls = CallCounter::default();
+    let queue_url = settings.queue_url.clone();
+    let services = Arc::new(Services::new(
+        settings,
+        &sdk,
+        &Secret::new(SESSION_SECRET),
+        Some(&calls),
+    ));
     let router = local_runner::http_router(services.clone());
     Stack {
         names,
         services,
         router,
+        calls,
+        clients: Clients::new(&sdk, None),
+        queue_url,
+    }
+}
+
+impl Stack {
+    /// Adds credits to a user outside any flow (an admin grant).
+    pub async fn grant(&self, user: &Value, credits: i64) {
+        let user = UserId::parse(user["id"].as_str().expect("a user id")).expect("a user id");
+        let change = BalanceChange::grant(
+            user,
+            Credits::new(credits).expect("positive"),
+            LedgerReason::Admin,
+            ulid::Ulid::new().to_string(),
+        );
+        self.services.store.apply(&change).await.expect("grant");
+    }
+
+    /// Messages waiting on the generation queue.
+    pub async fn queue_depth(&self) -> usize {
+        let attributes = self
+            .clients
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .expect("queue attributes");
+        attributes
+            .attributes()
+            .and_then(|a| {
+                a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            })
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub async fn balance(&self, token: &str) -> i64 {
+        let me = send(
+            &self.router,
+            request(Method::GET, "/v1/me", Some(token), None),
+        )
+        .await;
+        assert_eq!(me.status, StatusCode::OK, "{:?}", me.body);
+        me.body["credits"].as_i64().expect("credits")
+    }
+
+    /// The ledger's rows, newest first (up to 100).
+    pub async fn ledger(&self, token: &str) -> Vec<Value> {
+        let page = send(
+            &self.router,
+            request(Method::GET, "/v1/me/ledger?limit=100", Some(token), None),
+        )
+        .await;
+        page.body["items"].as_array().cloned().unwrap_or_default()
     }
 }
 

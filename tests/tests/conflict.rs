@@ -107,8 +107,16 @@ async fn a_persistent_conflict_answers_503_not_402_or_500() {
         &Secret::new(e2e_tests::SESSION_SECRET),
         settings.session_ttl,
     );
+    // Never called on this path: plain clients with no endpoint are enough.
+    let offline = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .build();
+    let clients = shared::aws::Clients::new(&offline, None);
     let services = Arc::new(Services {
         store: DynamoStore::new(client, "table"),
+        blobs: shared::aws::s3::BlobStore::new(clients.s3, "unused"),
+        queue: shared::aws::sqs::JobQueue::new(clients.sqs, "unused"),
         settings,
         sessions,
     });

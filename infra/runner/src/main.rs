@@ -21,7 +21,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = local_runner::local_settings(&names, &provisioned)?;
     let mut secrets = Secrets::load(&sdk, &["SESSION_SECRET"]).await?;
     let secret = require_strong("SESSION_SECRET", secrets.take("SESSION_SECRET"))?;
-    let services = Arc::new(Services::new(settings, &sdk, &secret));
+    let services = Arc::new(Services::new(settings, &sdk, &secret, None));
 
     let listener = tokio::net::TcpListener::bind(format!("{host}:{port}")).await?;
     let address = listener.local_addr()?;

@@ -2,6 +2,7 @@
 
 pub mod catalog;
 pub mod credits;
+pub mod generation;
 pub mod ids;
 pub mod ledger;
 pub mod products;

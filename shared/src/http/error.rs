@@ -181,6 +181,11 @@ impl From<StoreError> for ApiError {
             StoreError::SessionRevoked => Self::Unauthorized,
             StoreError::NotFound => Self::NotFound,
             StoreError::InvalidCursor => Self::invalid("the cursor is not valid for this listing"),
+            StoreError::RateLimited { retry_after_secs } => Self::RateLimited { retry_after_secs },
+            StoreError::IdempotencyKeyReused => Self::Conflict {
+                code: "idempotency_key_reused",
+                detail: "this Idempotency-Key was used with a different request".into(),
+            },
             StoreError::Contention => {
                 Self::Unavailable("too much concurrent activity on this account; try again".into())
             }

@@ -4,6 +4,7 @@
 //! SQL service: a short balance is `InsufficientCredits`, a bumped `session_version` is
 //! `SessionRevoked`, an already-applied reference is `AlreadyApplied`.
 
+pub mod generations;
 mod keys;
 pub mod ledger;
 mod tx;
@@ -14,6 +15,7 @@ use std::fmt::Debug;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 
+pub use generations::{Accepted, NewGeneration, Upload};
 pub use ledger::{Applied, BalanceChange};
 pub use users::SignIn;
 
@@ -33,11 +35,15 @@ pub enum StoreError {
     ConditionFailed(&'static str),
     #[error("the pagination cursor is not valid")]
     InvalidCursor,
+    #[error("over the rate limit")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("the idempotency key was used with another request")]
+    IdempotencyKeyReused,
     #[error("the transaction kept conflicting with concurrent ones")]
     Contention,
-    #[error("DynamoDB is unavailable")]
+    #[error("AWS is unavailable")]
     Unavailable(#[source] anyhow::Error),
-    #[error("DynamoDB request failed")]
+    #[error("AWS request failed")]
     Internal(#[source] anyhow::Error),
 }
 

@@ -132,7 +132,7 @@ impl DynamoStore {
             keys::identity_pk(&sign_in.provider, &sign_in.subject),
             IDENTITY,
         );
-        let Some(identity) = self.get_item::<IdentityItem>(key).await? else {
+        let Some(identity) = self.get_item_as::<IdentityItem>(key).await? else {
             return Ok(None);
         };
         self.get_user(identity.user_id).await
@@ -141,7 +141,7 @@ impl DynamoStore {
     /// The user, read strongly consistent (a logout must take effect at once).
     pub async fn get_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
         Ok(self
-            .get_item::<UserItem>(item_key(keys::user_pk(id), PROFILE))
+            .get_item_as::<UserItem>(item_key(keys::user_pk(id), PROFILE))
             .await?
             .map(UserItem::into_user))
     }
@@ -157,19 +157,6 @@ impl DynamoStore {
             .await
             .map_err(sdk_error)?;
         Ok(out.item)
-    }
-
-    async fn get_item<T: DeserializeOwned>(&self, key: Item) -> Result<Option<T>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(sdk_error)?;
-        out.item.map(from_item).transpose()
     }
 
     /// Items of one partition whose sort key starts with `prefix`, newest (highest) first;

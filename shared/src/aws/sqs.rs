@@ -1,0 +1,48 @@
+//! The generation queue.
+
+use aws_sdk_sqs::Client;
+use serde::{Deserialize, Serialize};
+
+use super::dynamo::{StoreError, sdk_error};
+use crate::domain::{GenerationId, UserId};
+
+/// The message that asks a worker to run a generation; it carries the owner because the
+/// generation's key starts with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerationJob {
+    pub generation_id: GenerationId,
+    pub user_id: UserId,
+}
+
+/// Sends jobs to the queue.
+#[derive(Debug, Clone)]
+pub struct JobQueue {
+    client: Client,
+    url: String,
+}
+
+impl JobQueue {
+    pub fn new(client: Client, url: impl Into<String>) -> Self {
+        Self {
+            client,
+            url: url.into(),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// One `SendMessage`; `delay_secs` postpones delivery (a retry with backoff).
+    pub async fn send(&self, job: &GenerationJob) -> Result<(), StoreError> {
+        let body = serde_json::to_string(job).expect("a job always serializes");
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        Ok(())
+    }
+}

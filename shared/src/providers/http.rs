@@ -1,0 +1,316 @@
+//! HTTP plumbing shared by the provider adapters: one client shape, the mapping of
+//! transport and status failures onto [`ProviderError`], and the guarded download of
+//! provider result URLs.
+//!
+//! Result URLs come from provider answers, so they are treated as untrusted: HTTPS only,
+//! only the provider's own hosts, no redirects (a redirect could point anywhere, including
+//! the instance metadata endpoint), and a size cap enforced while the body streams in.
+
+use std::future::Future;
+use std::time::Duration;
+
+use reqwest::{RequestBuilder, Response, StatusCode};
+use serde::de::DeserializeOwned;
+use url::{Host, Url};
+
+use super::ProviderError;
+use crate::config::ConfigError;
+
+/// How long establishing a connection (TCP and TLS) may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest result image [`download`] accepts by default.
+pub const DEFAULT_MAX_DOWNLOAD_BYTES: usize = 20 * 1024 * 1024;
+
+/// The largest JSON answer read from a provider API. Answers carry base64 images, and a
+/// 4K PNG is about 30 MB once encoded, so this is larger than the download cap.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Provider error texts are shown to the client and logged: keep them short.
+const MAX_DETAIL_CHARS: usize = 300;
+
+/// A reqwest client for provider calls: rustls, no redirects, a connect timeout and an
+/// overall per-request `timeout`.
+pub fn client(timeout: Duration) -> Result<reqwest::Client, ConfigError> {
+    reqwest::Client::builder()
+        .tls_backend_rustls()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(CONNECT_TIMEOUT.min(timeout))
+        .timeout(timeout)
+        .user_agent(concat!("image-backend/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| ConfigError(format!("building the provider HTTP client failed: {e}")))
+}
+
+/// The hosts a provider's result URLs may point to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AllowedHosts {
+    hosts: Vec<String>,
+    allow_loopback_http: bool,
+}
+
+impl AllowedHosts {
+    /// URLs whose host equals one of `hosts` or is a subdomain of one (`api.us1.bfl.ai`
+    /// for `bfl.ai`), over HTTPS.
+    pub fn new<S: Into<String>>(hosts: impl IntoIterator<Item = S>) -> Self {
+        Self {
+            hosts: hosts
+                .into_iter()
+                .map(|h| h.into().trim().trim_end_matches('.').to_ascii_lowercase())
+                .filter(|h| !h.is_empty())
+                .collect(),
+            allow_loopback_http: false,
+        }
+    }
+
+    /// Also accept `http://127.0.0.1:*`, `http://[::1]:*` and `http://localhost:*`, whatever
+    /// the list says. Only for tests and local fakes: never on in a deployment.
+    pub fn with_loopback_http(mut self, allow: bool) -> Self {
+        self.allow_loopback_http = allow;
+        self
+    }
+
+    /// Adds a host to the list.
+    pub fn with_host(mut self, host: impl Into<String>) -> Self {
+        self.hosts.extend(Self::new([host]).hosts);
+        self
+    }
+
+    pub fn hosts(&self) -> &[String] {
+        &self.hosts
+    }
+
+    /// The parsed URL if it may be fetched; otherwise why not (a permanent
+    /// `malformed_response`: the provider answered with a URL we will not follow).
+    pub fn check(&self, text: &str) -> Result<Url, ProviderError> {
+        let refuse = |why: &str| ProviderError::Permanent {
+            code: "malformed_response",
+            message: format!("provider result URL refused: {why}"),
+        };
+        let url = Url::parse(text).map_err(|_| refuse("not an absolute URL"))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(refuse("it carries credentials"));
+        }
+        let host = url.host().ok_or_else(|| refuse("it has no host"))?;
+        let loopback = match &host {
+            Host::Domain(name) => name.eq_ignore_ascii_case("localhost"),
+            Host::Ipv4(ip) => ip.is_loopback(),
+            Host::Ipv6(ip) => ip.is_loopback(),
+        };
+        match url.scheme() {
+            "https" => {}
+            "http" if loopback && self.allow_loopback_http => {}
+            _ => return Err(refuse("only https is allowed")),
+        }
+        if loopback && self.allow_loopback_http {
+            return Ok(url);
+        }
+        let name = match host {
+            Host::Domain(name) => name.trim_end_matches('.').to_ascii_lowercase(),
+            other => other.to_string(),
+        };
+        let allowed = self.hosts.iter().any(|allowed| {
+            name == *allowed
+                || name
+                    .strip_suffix(allowed.as_str())
+                    .is_some_and(|prefix| prefix.ends_with('.'))
+        });
+        if allowed {
+            Ok(url)
+        } else {
+            Err(refuse("its host is not one of the provider's"))
+        }
+    }
+}
+
+/// Fetches a provider result URL: only if `allowed` accepts it, without following
+/// redirects, and refusing bodies over `max_bytes` (checked while streaming, so a lying or
+/// absent `Content-Length` does not matter). No credentials are sent: result URLs are
+/// signed on their own.
+pub async fn download(
+    client: &reqwest::Client,
+    url: &str,
+    allowed: &AllowedHosts,
+    max_bytes: usize,
+) -> Result<Vec<u8>, ProviderError> {
+    let url = allowed.check(url)?;
+    let response = client.get(url).send().await.map_err(request_error)?;
+    let status = response.status();
+    if status.is_redirection() {
+        return Err(ProviderError::Permanent {
+            code: "malformed_response",
+            message: format!("provider result URL answered {status}; redirects are not followed"),
+        });
+    }
+    if !status.is_success() {
+        // A signed result URL that is gone or forbidden will not come back by retrying the
+        // download; the answer itself is unusable.
+        return Err(match status_error(status, None) {
+            transient @ ProviderError::Transient(_) => transient,
+            ProviderError::Permanent { .. } => ProviderError::Permanent {
+                code: "malformed_response",
+                message: format!("provider result URL answered {status}"),
+            },
+        });
+    }
+    read_capped(response, max_bytes).await
+}
+
+/// Sends a request and reads its body (capped at [`MAX_RESPONSE_BYTES`]), whatever the
+/// status: each adapter reads its provider's error shape before falling back to
+/// [`status_error`].
+pub(crate) async fn send(request: RequestBuilder) -> Result<(StatusCode, Vec<u8>), ProviderError> {
+    let response = request.send().await.map_err(request_error)?;
+    let status = response.status();
+    let body = read_capped(response, MAX_RESPONSE_BYTES).await?;
+    Ok((status, body))
+}
+
+async fn read_capped(mut response: Response, max_bytes: usize) -> Result<Vec<u8>, ProviderError> {
+    let too_large = || ProviderError::Permanent {
+        code: "malformed_response",
+        message: format!("provider answer is larger than {max_bytes} bytes"),
+    };
+    let declared = response.content_length().unwrap_or(0);
+    if declared > max_bytes as u64 {
+        return Err(too_large());
+    }
+    // Trust the declared length only as a hint for the first allocation.
+    let mut body = Vec::with_capacity(declared as usize);
+    while let Some(chunk) = response.chunk().await.map_err(request_error)? {
+        if body.len() + chunk.len() > max_bytes {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// A transport failure: timeouts, connection errors and interrupted bodies are worth a
+/// retry; an unusable request is not.
+pub(crate) fn request_error(error: reqwest::Error) -> ProviderError {
+    // Result URLs are signed: keep them out of messages and logs.
+    let error = error.without_url();
+    if error.is_timeout() {
+        return ProviderError::Transient("provider request timed out".into());
+    }
+    if error.is_builder() {
+        return ProviderError::Permanent {
+            code: "invalid_input",
+            message: format!("provider request could not be built: {}", chain(&error)),
+        };
+    }
+    if error.is_connect() {
+        return ProviderError::Transient(format!(
+            "could not connect to the provider: {}",
+            chain(&error)
+        ));
+    }
+    ProviderError::Transient(format!("provider request failed: {}", chain(&error)))
+}
+
+/// An error and its sources on one line.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// A non-success status: 408, 429 and 5xx are worth a retry, any other 4xx is the
+/// request's fault, and a redirect is an answer we do not follow.
+pub(crate) fn status_error(status: StatusCode, detail: Option<&str>) -> ProviderError {
+    let message = match detail {
+        Some(detail) => format!("provider answered {status}: {detail}"),
+        None => format!("provider answered {status}"),
+    };
+    if status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status.is_server_error()
+    {
+        ProviderError::Transient(message)
+    } else if status.is_client_error() {
+        ProviderError::Permanent {
+            code: "invalid_input",
+            message,
+        }
+    } else {
+        ProviderError::Permanent {
+            code: "malformed_response",
+            message,
+        }
+    }
+}
+
+/// Parses a JSON answer; anything that does not fit `T` is a malformed answer.
+pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ProviderError> {
+    serde_json::from_slice(body).map_err(|e| malformed(format!("unexpected answer: {e}")))
+}
+
+/// The human-readable message of a JSON error answer (`error.message`, `error` as a string,
+/// `message` or `detail`), shortened.
+pub(crate) fn error_detail(body: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let text = [
+        value.pointer("/error/message"),
+        value.get("error"),
+        value.get("message"),
+        value.get("detail"),
+    ]
+    .into_iter()
+    .flatten()
+    .find_map(|v| v.as_str())?;
+    Some(shorten(text))
+}
+
+pub(crate) fn shorten(text: &str) -> String {
+    let mut short: String = text.chars().take(MAX_DETAIL_CHARS).collect();
+    if short.len() < text.len() {
+        short.push('…');
+    }
+    short
+}
+
+pub(crate) fn malformed(message: impl Into<String>) -> ProviderError {
+    ProviderError::Permanent {
+        code: "malformed_response",
+        message: message.into(),
+    }
+}
+
+/// Runs `call` within `limit`; running out of time is transient.
+pub(crate) async fn within<T>(
+    limit: Duration,
+    call: impl Future<Output = Result<T, ProviderError>>,
+) -> Result<T, ProviderError> {
+    tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+        Err(ProviderError::Transient(format!(
+            "the provider gave no result within {:.1} s",
+            limit.as_secs_f64()
+        )))
+    })
+}
+
+/// A configured base URL: absolute http(s) with a host, no query; returned without its
+/// trailing slash so that endpoint paths can be appended.
+pub(crate) fn base_url(text: &str, what: &str) -> Result<(String, String), ConfigError> {
+    let invalid = || {
+        ConfigError(format!(
+            "{what}: {text:?} is not a base URL like https://host"
+        ))
+    };
+    let url = Url::parse(text.trim()).map_err(|_| invalid())?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+    {
+        return Err(invalid());
+    }
+    let host = url.host_str().ok_or_else(invalid)?.to_ascii_lowercase();
+    Ok((url.as_str().trim_end_matches('/').to_owned(), host))
+}
