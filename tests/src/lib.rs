@@ -218,3 +218,56 @@ pub async fn dev_login(router: &Router, email: &str) -> (String, Value) {
     let token = answer.body["token"].as_str().expect("a token").to_string();
     (token, answer.body["user"].clone())
 }
+
+/// A worker on this stack's table, bucket and queues, with the given providers.
+pub fn worker_for(
+    stack: &Stack,
+    providers: shared::providers::Providers,
+    adjust: impl FnOnce(&mut worker::WorkerConfig),
+) -> Arc<worker::Worker> {
+    let mut worker = worker::Worker::new(&stack.services.settings, &stack.clients, providers);
+    adjust(&mut worker.config);
+    Arc::new(worker)
+}
+
+/// An SQS event as Lambda delivers it, one record per job, from the queue (or the DLQ).
+pub fn sqs_event(
+    stack: &Stack,
+    jobs: &[Value],
+    from_dlq: bool,
+) -> aws_lambda_events::event::sqs::SqsEvent {
+    let queue = if from_dlq {
+        &stack.names.dlq
+    } else {
+        &stack.names.queue
+    };
+    let records: Vec<Value> = jobs
+        .iter()
+        .map(|job| {
+            serde_json::json!({
+                "messageId": ulid::Ulid::new().to_string(),
+                "receiptHandle": "not-a-real-handle",
+                "body": job.to_string(),
+                "attributes": {"ApproximateReceiveCount": "1"},
+                "messageAttributes": {},
+                "eventSource": "aws:sqs",
+                "eventSourceARN": format!("arn:aws:sqs:us-east-1:123456789012:{queue}"),
+                "awsRegion": "us-east-1",
+            })
+        })
+        .collect();
+    serde_json::from_value(serde_json::json!({ "Records": records })).expect("a valid SQS event")
+}
+
+/// A small real PNG.
+pub fn png(width: u32, height: u32) -> Vec<u8> {
+    let image = image::RgbImage::from_pixel(width, height, image::Rgb([200, 120, 40]));
+    let mut bytes = Vec::new();
+    image::DynamicImage::ImageRgb8(image)
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
+        .expect("encoding a PNG");
+    bytes
+}

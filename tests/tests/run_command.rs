@@ -95,4 +95,151 @@ async fn the_run_command_serves_models_and_a_dev_sign_in_shows_the_bonus() {
         .unwrap();
     assert_eq!(me["credits"], 10);
     assert_eq!(me["email"], "newcomer@example.com");
+
+    // Upload a reference, generate with it, edit the result again, delete.
+    let png = e2e_tests::png(64, 48);
+    let ticket: serde_json::Value = http
+        .post(format!("{base}/v1/uploads"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"content_type": "image/png", "size_bytes": png.len()}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let put = http
+        .put(ticket["upload_url"].as_str().unwrap())
+        .header("content-type", "image/png")
+        .body(png)
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success());
+    let first = generate_and_wait(
+        &http,
+        &base,
+        token,
+        serde_json::json!({
+            "model": "nano-banana", "prompt": "a lighthouse at dusk", "aspect_ratio": "16:9",
+            "reference_images": [ticket["id"]]
+        }),
+    )
+    .await;
+    let image = &first["images"][0];
+    assert_eq!(
+        (image["width"].as_u64(), image["height"].as_u64()),
+        (Some(512), Some(288))
+    );
+    let bytes = http
+        .get(image["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");
+    let decoded = image::load_from_memory(&bytes).unwrap();
+    assert_eq!((decoded.width(), decoded.height()), (512, 288));
+
+    let edit = generate_and_wait(
+        &http,
+        &base,
+        token,
+        serde_json::json!({
+            "model": "nano-banana", "prompt": "now at night",
+            "reference_images": [format!("{}/0", first["id"].as_str().unwrap())]
+        }),
+    )
+    .await;
+    assert_eq!(edit["images"][0]["width"], 512);
+
+    let me: serde_json::Value = http
+        .get(format!("{base}/v1/me"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["credits"], 6);
+    let ledger: serde_json::Value = http
+        .get(format!("{base}/v1/me/ledger"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let deltas: Vec<i64> = ledger["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["delta"].as_i64().unwrap())
+        .collect();
+    assert_eq!(deltas, [-2, -2, 10]);
+    let listed: serde_json::Value = http
+        .get(format!("{base}/v1/generations"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 2);
+    let deleted = http
+        .delete(format!(
+            "{base}/v1/generations/{}",
+            first["id"].as_str().unwrap()
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let gone = http
+        .get(image["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404, "its image is deleted too");
+}
+
+/// Creates a generation and polls it until it is finished; asserts it succeeded.
+async fn generate_and_wait(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    let created = http
+        .post(format!("{base}/v1/generations"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 202);
+    let location = created.headers()["location"].to_str().unwrap().to_string();
+    for _ in 0..100 {
+        let generation: serde_json::Value = http
+            .get(format!("{base}{location}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if generation["status"] == "succeeded" || generation["status"] == "failed" {
+            assert_eq!(generation["status"], "succeeded", "{generation}");
+            return generation;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the generation did not finish within 10 s");
 }

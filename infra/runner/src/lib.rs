@@ -2,6 +2,7 @@
 //! through the same routers the Lambdas serve, against the local AWS emulator.
 
 pub mod provision;
+pub mod pump;
 
 use std::sync::Arc;
 

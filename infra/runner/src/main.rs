@@ -4,9 +4,13 @@
 use std::sync::Arc;
 
 use local_runner::provision::{self, Names};
+use local_runner::pump;
 use shared::Services;
+use shared::aws::Clients;
 use shared::aws::secrets::Secrets;
 use shared::config::require_strong;
+use shared::providers::{self, ProviderSettings};
+use worker::Worker;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -19,9 +23,38 @@ async fn main() -> anyhow::Result<()> {
     let names = Names::with_prefix(&prefix);
     let provisioned = provision::ensure_all(&sdk, &names).await?;
     let settings = local_runner::local_settings(&names, &provisioned)?;
-    let mut secrets = Secrets::load(&sdk, &["SESSION_SECRET"]).await?;
+    let mut names_wanted = vec!["SESSION_SECRET"];
+    names_wanted.extend_from_slice(providers::SECRET_NAMES);
+    let mut secrets = Secrets::load(&sdk, &names_wanted).await?;
     let secret = require_strong("SESSION_SECRET", secrets.take("SESSION_SECRET"))?;
+    let providers = providers::build_providers(
+        &settings.model_providers,
+        &ProviderSettings::from_env()?,
+        &mut secrets,
+    )?;
+    let clients = Clients::new(&sdk, None);
+    let worker = Arc::new(Worker::new(&settings, &clients, providers));
     let services = Arc::new(Services::new(settings, &sdk, &secret, None));
+
+    // The worker, fed from both queues and swept on a schedule, as deployed.
+    tokio::spawn(pump::pump(
+        worker.clone(),
+        clients.sqs.clone(),
+        provisioned.queue_url.clone(),
+    ));
+    tokio::spawn(pump::pump(
+        worker.clone(),
+        clients.sqs.clone(),
+        provisioned.dlq_url.clone(),
+    ));
+    let sweep_secs = std::env::var("SWEEP_INTERVAL_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    tokio::spawn(pump::sweep_every(
+        worker,
+        std::time::Duration::from_secs(sweep_secs),
+    ));
 
     let listener = tokio::net::TcpListener::bind(format!("{host}:{port}")).await?;
     let address = listener.local_addr()?;

@@ -33,7 +33,25 @@ impl JobQueue {
         &self.url
     }
 
-    /// One `SendMessage`; `delay_secs` postpones delivery (a retry with backoff).
+    /// Postpones a received message's next delivery (a retry with backoff).
+    pub async fn change_visibility(
+        &self,
+        queue_url: &str,
+        receipt_handle: &str,
+        secs: i32,
+    ) -> Result<(), StoreError> {
+        self.client
+            .change_message_visibility()
+            .queue_url(queue_url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(secs)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        Ok(())
+    }
+
+    /// One `SendMessage`.
     pub async fn send(&self, job: &GenerationJob) -> Result<(), StoreError> {
         let body = serde_json::to_string(job).expect("a job always serializes");
         self.client

@@ -36,6 +36,16 @@ fn upload_sk(id: UploadId) -> String {
     format!("UPLOAD#{id}")
 }
 
+/// Fixed-width creation time first, so that the sweeper's `open_sk < cutoff` compares
+/// times (RFC 3339 text trims trailing zeros of its fraction and does not sort).
+pub(crate) fn open_sk(created: OffsetDateTime, id: GenerationId) -> String {
+    format!("{}#{id}", open_sk_prefix(created))
+}
+
+pub(crate) fn open_sk_prefix(at: OffsetDateTime) -> String {
+    format!("{:015}", at.unix_timestamp_nanos() / 1_000_000)
+}
+
 pub(crate) fn open_pk(id: GenerationId) -> String {
     let shard = (id.ulid().random() % u128::from(OPEN_SHARDS)) as u32;
     format!("OPEN#{shard}")
@@ -77,6 +87,10 @@ pub(crate) struct GenerationItem {
     pub open_sk: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_sk: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requeued_at: Option<i64>,
 }
 
 fn parse_time(text: &str) -> OffsetDateTime {
@@ -247,8 +261,10 @@ impl DynamoStore {
             updated_at: rfc3339(now),
             completed_at: None,
             open_pk: Some(open_pk(id)),
-            open_sk: Some(format!("{}#{id}", rfc3339(now))),
+            open_sk: Some(open_sk(now, id)),
             idempotency_sk: idempotency_sk.clone(),
+            lease_id: None,
+            requeued_at: None,
         };
         tx.push(
             put_new(&self.table, to_item(&item)),

@@ -9,6 +9,7 @@ mod keys;
 pub mod ledger;
 mod tx;
 mod users;
+pub mod work;
 
 use std::fmt::Debug;
 

@@ -1,0 +1,144 @@
+//! Feeds the worker from the real queues the way the Lambda SQS event source does:
+//! batches of up to 10, partial batch failures (failed records stay and come back after
+//! their visibility timeout), and SQS's own redrive to the DLQ after maxReceiveCount.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
+};
+use worker::Worker;
+
+/// Polls `queue_url` until the process ends.
+pub async fn pump(worker: Arc<Worker>, sqs: aws_sdk_sqs::Client, queue_url: String) {
+    let arn = match queue_arn(&sqs, &queue_url).await {
+        Ok(arn) => arn,
+        Err(error) => {
+            tracing::error!(
+                error = format!("{error:#}"),
+                queue_url,
+                "cannot read the queue ARN; not polling"
+            );
+            return;
+        }
+    };
+    loop {
+        if let Err(error) = pump_once(&worker, &sqs, &queue_url, &arn).await {
+            tracing::error!(
+                error = format!("{error:#}"),
+                queue_url,
+                "polling failed; retrying in 1 s"
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// One receive, one invocation, one delete of what succeeded. Returns how many records
+/// the batch had.
+pub async fn pump_once(
+    worker: &Arc<Worker>,
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    arn: &str,
+) -> anyhow::Result<usize> {
+    let received = sqs
+        .receive_message()
+        .queue_url(queue_url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(1)
+        .message_system_attribute_names(MessageSystemAttributeName::All)
+        .send()
+        .await?;
+    let messages = received.messages.unwrap_or_default();
+    if messages.is_empty() {
+        return Ok(0);
+    }
+    let records: Vec<serde_json::Value> = messages
+        .iter()
+        .map(|m| {
+            let attributes: serde_json::Map<String, serde_json::Value> = m
+                .attributes()
+                .map(|a| {
+                    a.iter()
+                        .map(|(k, v)| (k.as_str().to_string(), v.clone().into()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            serde_json::json!({
+                "messageId": m.message_id(),
+                "receiptHandle": m.receipt_handle(),
+                "body": m.body(),
+                "attributes": attributes,
+                "messageAttributes": {},
+                "md5OfBody": m.md5_of_body(),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": arn,
+                "awsRegion": "us-east-1",
+            })
+        })
+        .collect();
+    let event: SqsEvent = serde_json::from_value(serde_json::json!({ "Records": records }))?;
+    let response = worker.handle_sqs(event).await;
+    let failed: Vec<String> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect();
+    let done: Vec<DeleteMessageBatchRequestEntry> = messages
+        .iter()
+        .filter(|m| {
+            !m.message_id()
+                .is_some_and(|id| failed.iter().any(|f| f == id))
+        })
+        .enumerate()
+        .filter_map(|(i, m)| {
+            DeleteMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .set_receipt_handle(m.receipt_handle().map(str::to_string))
+                .build()
+                .ok()
+        })
+        .collect();
+    if !done.is_empty() {
+        sqs.delete_message_batch()
+            .queue_url(queue_url)
+            .set_entries(Some(done))
+            .send()
+            .await?;
+    }
+    Ok(messages.len())
+}
+
+pub async fn queue_arn(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> anyhow::Result<String> {
+    sqs.get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await?
+        .attributes
+        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+        .ok_or_else(|| anyhow::anyhow!("no ARN for {queue_url}"))
+}
+
+/// Runs the sweeper every `interval`, as the one-minute schedule does.
+pub async fn sweep_every(worker: Arc<Worker>, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        match worker.sweep().await {
+            Ok(report) if report.requeued + report.finished > 0 => {
+                tracing::info!(
+                    requeued = report.requeued,
+                    finished = report.finished,
+                    "swept"
+                )
+            }
+            Ok(_) => {}
+            Err(error) => tracing::error!(error = %error, "sweep failed"),
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! The worker's side of a generation: claim with a lease, record images, finish exactly
+//! once (refunding what was not produced), and the sweeper's reads of the open index.
+
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
+use time::OffsetDateTime;
+
+use super::generations::{GenerationItem, OPEN_SHARDS, open_sk_prefix};
+use super::keys;
+use super::ledger::{BalanceChange, number, rfc3339};
+use super::tx::{Role, Tx};
+use super::users::{from_item, item_key, to_item};
+use super::{DynamoStore, StoreError, sdk_error};
+use crate::domain::generation::{Generation, GenerationError, Status, StoredImage};
+use crate::domain::ledger::LedgerReason;
+use crate::domain::{Credits, GenerationId, UserId};
+
+/// Name of the sparse index of open generations.
+pub const OPEN_INDEX: &str = "open";
+
+/// What a claim found.
+#[derive(Debug, Clone)]
+pub enum Claim {
+    /// Ours until the lease expires.
+    Claimed(Box<Generation>),
+    /// Already succeeded or failed: nothing to do.
+    Final,
+    /// Another worker holds a live lease.
+    Busy,
+    /// No such generation (deleted, or a message that names nothing).
+    Missing,
+}
+
+/// Who may finish a generation.
+#[derive(Debug, Clone, Copy)]
+pub enum Finisher<'a> {
+    /// The worker holding this lease.
+    Holder(&'a str),
+    /// Anyone, if nobody holds a live lease (DLQ, a stuck claim).
+    Abandoned,
+    /// Anyone, past the deadline, whatever the lease.
+    Deadline,
+}
+
+/// An open generation as the sweeper sees it.
+#[derive(Debug, Clone)]
+pub struct OpenGeneration {
+    pub id: GenerationId,
+    pub user_id: UserId,
+    pub status: Status,
+    pub created_at: OffsetDateTime,
+}
+
+fn gen_key(user: UserId, id: GenerationId) -> super::users::Item {
+    item_key(keys::user_pk(user), &format!("GEN#{id}"))
+}
+
+fn s(text: &str) -> AttributeValue {
+    AttributeValue::S(text.to_string())
+}
+
+impl DynamoStore {
+    /// `queued`, or `running` with an expired lease, becomes `running` under a new lease
+    /// (`attempt` + 1).
+    pub async fn claim(
+        &self,
+        user: UserId,
+        id: GenerationId,
+        lease_id: &str,
+        lease_until: OffsetDateTime,
+    ) -> Result<Claim, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(gen_key(user, id)))
+            .update_expression(
+                "SET #s = :running, lease_id = :lid, lease_until = :until, updated_at = :now ADD attempt :one",
+            )
+            .condition_expression("attribute_exists(pk) AND (#s = :queued OR (#s = :running AND lease_until < :epoch))")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":running", s("running"))
+            .expression_attribute_values(":queued", s("queued"))
+            .expression_attribute_values(":lid", s(lease_id))
+            .expression_attribute_values(":until", number(lease_until.unix_timestamp()))
+            .expression_attribute_values(":epoch", number(now.unix_timestamp()))
+            .expression_attribute_values(":now", s(&rfc3339(now)))
+            .expression_attribute_values(":one", number(1))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(out) => {
+                let item = out
+                    .attributes
+                    .ok_or_else(|| StoreError::Internal(anyhow::anyhow!("no attributes")))?;
+                Ok(Claim::Claimed(Box::new(
+                    from_item::<GenerationItem>(item)?.into_generation(),
+                )))
+            }
+            Err(e) => match e.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(c)) => match c.item() {
+                    None => Ok(Claim::Missing),
+                    Some(old) => {
+                        let item: GenerationItem = from_item(old.clone())?;
+                        Ok(if item.status.is_final() {
+                            Claim::Final
+                        } else {
+                            Claim::Busy
+                        })
+                    }
+                },
+                _ => Err(sdk_error(e)),
+            },
+        }
+    }
+
+    /// Records one stored image, if the lease is still ours (`ConditionFailed("lease")`).
+    pub async fn record_image(
+        &self,
+        user: UserId,
+        id: GenerationId,
+        lease_id: &str,
+        image: &StoredImage,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(gen_key(user, id)))
+            .update_expression("SET images.#i = :img, updated_at = :now")
+            .condition_expression("#s = :running AND lease_id = :lid")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_names("#i", image.index.to_string())
+            .expression_attribute_values(":running", s("running"))
+            .expression_attribute_values(":lid", s(lease_id))
+            .expression_attribute_values(":img", AttributeValue::M(to_item(image)))
+            .expression_attribute_values(":now", s(&rfc3339(OffsetDateTime::now_utc())))
+            .send()
+            .await;
+        lease_result(result.map(|_| ()))
+    }
+
+    /// Gives the lease up early so that the next delivery can claim at once.
+    pub async fn release(
+        &self,
+        user: UserId,
+        id: GenerationId,
+        lease_id: &str,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(gen_key(user, id)))
+            .update_expression("SET lease_until = :zero")
+            .condition_expression("#s = :running AND lease_id = :lid")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":running", s("running"))
+            .expression_attribute_values(":lid", s(lease_id))
+            .expression_attribute_values(":zero", number(0))
+            .send()
+            .await;
+        lease_result(result.map(|_| ()))
+    }
+
+    /// Ends the generation exactly once: `succeeded` with the images it has (refunding the
+    /// missing ones) or, with none, `failed` with `error` and the whole cost refunded; the
+    /// status update, the refund and its ledger row in one transaction. The condition
+    /// (still open, who may finish, and the number of images the caller saw) makes a second
+    /// finisher fail: `Ok(false)` means someone else finished it or it changed meanwhile.
+    pub async fn finish(
+        &self,
+        generation: &Generation,
+        finisher: Finisher<'_>,
+        error: GenerationError,
+    ) -> Result<bool, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let produced = generation.images.len() as i64;
+        let n = i64::from(generation.n.max(1));
+        let refund = generation.cost / n * (n - produced.min(n));
+        let succeeded = produced > 0;
+        let mut condition = String::from("(#s = :queued OR #s = :running) AND size(images) = :k");
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(gen_key(generation.user_id, generation.id)))
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":queued", s("queued"))
+            .expression_attribute_values(":running", s("running"))
+            .expression_attribute_values(":k", number(produced))
+            .expression_attribute_values(
+                ":final",
+                s(if succeeded { "succeeded" } else { "failed" }),
+            )
+            .expression_attribute_values(":refund", number(refund))
+            .expression_attribute_values(":now", s(&rfc3339(now)));
+        match finisher {
+            Finisher::Holder(lease_id) => {
+                condition.push_str(" AND lease_id = :lid");
+                update = update.expression_attribute_values(":lid", s(lease_id));
+            }
+            Finisher::Abandoned => {
+                condition.push_str(" AND (#s = :queued OR lease_until < :epoch)");
+                update = update.expression_attribute_values(":epoch", number(now.unix_timestamp()));
+            }
+            Finisher::Deadline => {}
+        }
+        let set_error = if succeeded && refund == 0 {
+            ""
+        } else {
+            ", #e = :error"
+        };
+        if !set_error.is_empty() {
+            update = update
+                .expression_attribute_names("#e", "error")
+                .expression_attribute_values(":error", AttributeValue::M(to_item(&error)));
+        }
+        let update = update
+            .update_expression(format!(
+                "SET #s = :final, refunded_credits = :refund, completed_at = :now, updated_at = :now{set_error} REMOVE open_pk, open_sk, lease_id, lease_until"
+            ))
+            .condition_expression(condition)
+            .build()
+            .expect("table, key and expression are set");
+        let mut tx = Tx::default();
+        tx.push(
+            TransactWriteItem::builder().update(update).build(),
+            Role::Named("open"),
+        );
+        if refund > 0 {
+            let amount = Credits::new(refund).map_err(|e| StoreError::Internal(e.into()))?;
+            let change = BalanceChange::grant(
+                generation.user_id,
+                amount,
+                LedgerReason::Refund,
+                generation.id.to_string(),
+            );
+            self.push_change(&mut tx, &change, None, false, now);
+        }
+        match self.execute(tx).await {
+            Ok(()) => Ok(true),
+            Err(StoreError::ConditionFailed("open")) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Open generations of one shard created before `created_before`, oldest first.
+    pub async fn open_generations(
+        &self,
+        shard: u32,
+        created_before: OffsetDateTime,
+    ) -> Result<Vec<OpenGeneration>, StoreError> {
+        debug_assert!(shard < OPEN_SHARDS);
+        let mut found = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(OPEN_INDEX)
+                .key_condition_expression("open_pk = :p AND open_sk < :before")
+                .expression_attribute_values(":p", s(&format!("OPEN#{shard}")))
+                .expression_attribute_values(":before", s(&open_sk_prefix(created_before)))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(sdk_error)?;
+            for item in out.items() {
+                let generation: GenerationItem = from_item(item.clone())?;
+                found.push(OpenGeneration {
+                    id: generation.id,
+                    user_id: generation.user_id,
+                    status: generation.status,
+                    created_at: OffsetDateTime::parse(
+                        &generation.created_at,
+                        &time::format_description::well_known::Rfc3339,
+                    )
+                    .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+                });
+            }
+            match out.last_evaluated_key {
+                Some(key) => start = Some(key),
+                None => return Ok(found),
+            }
+        }
+    }
+
+    /// Marks a queued generation as re-enqueued now, at most once per `interval`, so that
+    /// one sweep sends it once; `false` when it is no longer queued or was sent recently.
+    pub async fn mark_requeued(
+        &self,
+        user: UserId,
+        id: GenerationId,
+        interval_secs: i64,
+    ) -> Result<bool, StoreError> {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(gen_key(user, id)))
+            .update_expression("SET requeued_at = :now")
+            .condition_expression(
+                "#s = :queued AND (attribute_not_exists(requeued_at) OR requeued_at < :since)",
+            )
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":queued", s("queued"))
+            .expression_attribute_values(":now", number(now))
+            .expression_attribute_values(":since", number(now - interval_secs))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(sdk_error(e)),
+        }
+    }
+}
+
+fn lease_result<R: std::fmt::Debug + Send + Sync + 'static>(
+    result: Result<(), aws_sdk_dynamodb::error::SdkError<UpdateItemError, R>>,
+) -> Result<(), StoreError> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+        {
+            Err(StoreError::ConditionFailed("lease"))
+        }
+        Err(e) => Err(sdk_error(e)),
+    }
+}

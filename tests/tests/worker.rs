@@ -1,0 +1,401 @@
+//! The worker against the emulator: claims, leases, partial results, exactly-once
+//! refunds, the DLQ and the sweeper. Providers are scripted in-process; their HTTP
+//! adapters have their own tests against fake servers (shared/tests/providers.rs).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use e2e_tests::{Stack, dev_login, png, request, send, sqs_event, stack, worker_for};
+use serde_json::{Value, json};
+use shared::domain::{GenerationId, UserId};
+use shared::providers::{ImageProvider, ImageRequest, ProviderError, Providers};
+use worker::Outcome;
+
+type Script = dyn Fn(&ImageRequest<'_>, usize) -> Result<Vec<u8>, ProviderError> + Send + Sync;
+
+/// A provider whose answers follow a script of (request, call number).
+struct Scripted {
+    calls: AtomicUsize,
+    script: Box<Script>,
+}
+
+#[async_trait::async_trait]
+impl ImageProvider for Scripted {
+    fn name(&self) -> &'static str {
+        "scripted"
+    }
+
+    async fn generate(&self, request: &ImageRequest<'_>) -> Result<Vec<u8>, ProviderError> {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst);
+        (self.script)(request, call)
+    }
+}
+
+fn scripted(
+    script: impl Fn(&ImageRequest<'_>, usize) -> Result<Vec<u8>, ProviderError> + Send + Sync + 'static,
+) -> Arc<Scripted> {
+    Arc::new(Scripted {
+        calls: AtomicUsize::new(0),
+        script: Box::new(script),
+    })
+}
+
+fn serving(provider: &Arc<Scripted>) -> Providers {
+    Providers::new().with("nano-banana", provider.clone())
+}
+
+fn refused() -> ProviderError {
+    ProviderError::Permanent {
+        code: "content_refused",
+        message: "blocked by safety filters".into(),
+    }
+}
+
+/// Signs in and creates a generation through the API; returns the token and the job.
+async fn accepted(stack: &Stack, email: &str, n: u32) -> (String, Value) {
+    let (token, user) = dev_login(&stack.router, email).await;
+    let answer = send(
+        &stack.router,
+        request(
+            Method::POST,
+            "/v1/generations",
+            Some(&token),
+            Some(json!({"model": "nano-banana", "prompt": "a fox", "n": n})),
+        ),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{:?}", answer.body);
+    (
+        token,
+        json!({"generation_id": answer.body["id"], "user_id": user["id"]}),
+    )
+}
+
+async fn generation(stack: &Stack, token: &str, job: &Value) -> Value {
+    let path = format!("/v1/generations/{}", job["generation_id"].as_str().unwrap());
+    send(
+        &stack.router,
+        request(Method::GET, &path, Some(token), None),
+    )
+    .await
+    .body
+}
+
+fn refunds(ledger: &[Value]) -> Vec<i64> {
+    ledger
+        .iter()
+        .filter(|r| r["reason"] == "refund")
+        .map(|r| r["delta"].as_i64().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_message_delivered_three_times_at_once_is_processed_once() {
+    let stack = stack("w-dup", |_| {}).await;
+    let provider = scripted(|_, _| {
+        std::thread::sleep(Duration::from_millis(50));
+        Ok(png(8, 8))
+    });
+    let worker = worker_for(&stack, serving(&provider), |_| {});
+    let (token, job) = accepted(&stack, "dup@example.com", 1).await;
+
+    let deliveries: Vec<_> = (0..3)
+        .map(|_| {
+            let worker = worker.clone();
+            let event = sqs_event(&stack, std::slice::from_ref(&job), false);
+            tokio::spawn(async move { worker.handle_sqs(event).await })
+        })
+        .collect();
+    for delivery in deliveries {
+        assert!(delivery.await.unwrap().batch_item_failures.is_empty());
+    }
+
+    assert_eq!(provider.calls.load(Ordering::SeqCst), 1);
+    let generation = generation(&stack, &token, &job).await;
+    assert_eq!(generation["status"], "succeeded");
+    assert_eq!(generation["images"].as_array().unwrap().len(), 1);
+    assert_eq!(stack.balance(&token).await, 8);
+}
+
+#[tokio::test]
+async fn a_generation_claimed_by_a_worker_that_died_is_completed_after_its_lease_expires() {
+    let stack = stack("w-lease", |_| {}).await;
+    let provider = scripted(|_, _| Ok(png(8, 8)));
+    let worker = worker_for(&stack, serving(&provider), |_| {});
+    let (token, job) = accepted(&stack, "lease@example.com", 1).await;
+    let user = UserId::parse(job["user_id"].as_str().unwrap()).unwrap();
+    let id = GenerationId::parse(job["generation_id"].as_str().unwrap()).unwrap();
+    // A worker claims with a short lease, then dies.
+    let lease_until = time::OffsetDateTime::now_utc() + Duration::from_secs(1);
+    stack
+        .services
+        .store
+        .claim(user, id, "dead-worker", lease_until)
+        .await
+        .unwrap();
+
+    let while_leased = worker
+        .handle_sqs(sqs_event(&stack, std::slice::from_ref(&job), false))
+        .await;
+    let untouched = generation(&stack, &token, &job).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let redelivered = worker
+        .handle_sqs(sqs_event(&stack, std::slice::from_ref(&job), false))
+        .await;
+
+    assert!(
+        while_leased.batch_item_failures.is_empty(),
+        "a live holder's job is acknowledged"
+    );
+    assert_eq!(untouched["status"], "running");
+    assert!(redelivered.batch_item_failures.is_empty());
+    let done = generation(&stack, &token, &job).await;
+    assert_eq!(done["status"], "succeeded");
+    assert_eq!(provider.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_permanent_refusal_fails_and_refunds_once_through_redelivery_and_the_dlq() {
+    let stack = stack("w-refuse", |_| {}).await;
+    let provider = scripted(|_, _| Err(refused()));
+    let worker = worker_for(&stack, serving(&provider), |_| {});
+    let (token, job) = accepted(&stack, "refuse@example.com", 2).await;
+
+    let first = worker
+        .handle_sqs(sqs_event(&stack, std::slice::from_ref(&job), false))
+        .await;
+    let again = worker
+        .handle_sqs(sqs_event(&stack, std::slice::from_ref(&job), false))
+        .await;
+    let from_dlq = worker
+        .handle_sqs(sqs_event(&stack, std::slice::from_ref(&job), true))
+        .await;
+
+    for response in [&first, &again, &from_dlq] {
+        assert!(response.batch_item_failures.is_empty());
+    }
+    let generation = generation(&stack, &token, &job).await;
+    assert_eq!(generation["status"], "failed");
+    assert_eq!(generation["refunded_credits"], 4);
+    assert_eq!(generation["error"]["code"], "content_refused");
+    assert!(generation["completed_at"].is_string());
+    assert_eq!(refunds(&stack.ledger(&token).await), [4]);
+    assert_eq!(stack.balance(&token).await, 10);
+}
+
+#[tokio::test]
+async fn with_three_images_and_the_third_refused_two_are_kept_and_one_is_refunded() {
+    let stack = stack("w-partial", |_| {}).await;
+    let provider = scripted(|request, _| {
+        if request.index == 2 {
+            Err(refused())
+        } else {
+            Ok(png(8, 8))
+        }
+    });
+    let worker = worker_for(&stack, serving(&provider), |_| {});
+    let (token, job) = accepted(&stack, "partial@example.com", 3).await;
+
+    worker
+        .handle_sqs(sqs_event(&stack, std::slice::from_ref(&job), false))
+        .await;
+
+    let generation = generation(&stack, &token, &job).await;
+    assert_eq!(generation["status"], "succeeded");
+    let indexes: Vec<i64> = generation["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["index"].as_i64().unwrap())
+        .collect();
+    assert_eq!(indexes, [0, 1]);
+    assert_eq!(generation["refunded_credits"], 2);
+    assert_eq!(generation["images"][0]["content_type"], "image/png");
+    assert_eq!(generation["images"][0]["width"], 8);
+    assert_eq!(refunds(&stack.ledger(&token).await), [2]);
+    assert_eq!(stack.balance(&token).await, 10 - 6 + 2);
+}
+
+#[tokio::test]
+async fn a_transient_failure_then_success_keeps_the_first_image_and_charges_nothing_extra() {
+    let stack = stack("w-transient", |_| {}).await;
+    let provider = scripted(|request, call| match (request.index, call) {
+        (1, call) if call < 2 => Err(ProviderError::Transient("HTTP 503".into())),
+        _ => Ok(png(8, 8)),
+    });
+    let worker = worker_for(&stack, serving(&provider), |c| c.images_in_parallel = 1);
+    let (token, job) = accepted(&stack, "transient@example.com", 2).await;
+
+    let first = worker
+        .handle_sqs(sqs_event(&stack, std::slice::from_ref(&job), false))
+        .await;
+    let after_first = generation(&stack, &token, &job).await;
+    let second = worker
+        .handle_sqs(sqs_event(&stack, std::slice::from_ref(&job), false))
+        .await;
+
+    assert_eq!(first.batch_item_failures.len(), 1, "returned for a retry");
+    assert_eq!(after_first["status"], "running");
+    assert_eq!(after_first["images"].as_array().unwrap().len(), 1);
+    assert!(second.batch_item_failures.is_empty());
+    let done = generation(&stack, &token, &job).await;
+    assert_eq!(done["status"], "succeeded");
+    assert_eq!(done["refunded_credits"], 0);
+    let first_url = after_first["images"][0]["url"]
+        .as_str()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        done["images"][0]["url"]
+            .as_str()
+            .unwrap()
+            .starts_with(&first_url),
+        "image 0 kept from attempt 1"
+    );
+    assert!(
+        done["images"][1]["url"]
+            .as_str()
+            .unwrap()
+            .contains("/2-1.png"),
+        "image 1 made by attempt 2"
+    );
+    assert_eq!(
+        provider.calls.load(Ordering::SeqCst),
+        3,
+        "only the missing image was asked again"
+    );
+    assert_eq!(stack.balance(&token).await, 6);
+}
+
+#[tokio::test]
+async fn transient_failures_on_the_last_attempt_fail_and_refund() {
+    let stack = stack("w-exhaust", |_| {}).await;
+    let provider = scripted(|_, _| Err(ProviderError::Transient("HTTP 429".into())));
+    let worker = worker_for(&stack, serving(&provider), |c| c.max_attempts = 2);
+    let (token, job) = accepted(&stack, "exhaust@example.com", 1).await;
+
+    let first = worker
+        .run(&serde_json::from_value(job.clone()).unwrap())
+        .await
+        .unwrap();
+    let second = worker
+        .run(&serde_json::from_value(job.clone()).unwrap())
+        .await
+        .unwrap();
+
+    assert!(matches!(first, Outcome::Retry { .. }));
+    assert_eq!(second, Outcome::Done);
+    let generation = generation(&stack, &token, &job).await;
+    assert_eq!(generation["status"], "failed");
+    assert_eq!(generation["error"]["code"], "provider_unavailable");
+    assert_eq!(stack.balance(&token).await, 10);
+}
+
+#[tokio::test]
+async fn a_dlq_record_of_a_generation_never_run_fails_it_and_refunds() {
+    let stack = stack("w-dlq", |_| {}).await;
+    let provider = scripted(|_, _| Ok(png(8, 8)));
+    let worker = worker_for(&stack, serving(&provider), |_| {});
+    let (token, job) = accepted(&stack, "dlq@example.com", 1).await;
+
+    worker
+        .handle_sqs(sqs_event(&stack, std::slice::from_ref(&job), true))
+        .await;
+    worker
+        .handle_sqs(sqs_event(&stack, std::slice::from_ref(&job), true))
+        .await;
+
+    let generation = generation(&stack, &token, &job).await;
+    assert_eq!(generation["status"], "failed");
+    assert_eq!(generation["error"]["code"], "retries_exhausted");
+    assert_eq!(provider.calls.load(Ordering::SeqCst), 0);
+    assert_eq!(refunds(&stack.ledger(&token).await), [2]);
+}
+
+#[tokio::test]
+async fn the_sweeper_sends_again_a_generation_whose_message_was_never_sent() {
+    let stack = stack("w-sweep-send", |_| {}).await;
+    let provider = scripted(|_, _| Ok(png(8, 8)));
+    let worker = worker_for(&stack, serving(&provider), |c| {
+        c.requeue_after = Duration::ZERO
+    });
+    let (_token, _job) = accepted(&stack, "sweep@example.com", 1).await;
+    // The request's own message stands for the one a crash lost: drain it.
+    let received = stack
+        .clients
+        .sqs
+        .receive_message()
+        .queue_url(&stack.queue_url)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(received.messages().len(), 1);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    let first = worker.sweep().await.unwrap();
+    let second = worker.sweep().await.unwrap();
+
+    assert_eq!(first.requeued, 1);
+    assert_eq!(second.requeued, 0, "sent once per interval");
+    assert_eq!(stack.queue_depth().await, 1);
+}
+
+#[tokio::test]
+async fn the_sweeper_refunds_a_generation_past_its_deadline_once() {
+    let stack = stack("w-sweep-deadline", |_| {}).await;
+    let provider = scripted(|_, _| Ok(png(8, 8)));
+    let worker = worker_for(&stack, serving(&provider), |c| {
+        c.deadline = Duration::ZERO;
+        c.requeue_after = Duration::ZERO;
+    });
+    let (token, job) = accepted(&stack, "deadline@example.com", 1).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    let first = worker.sweep().await.unwrap();
+    let second = worker.sweep().await.unwrap();
+
+    assert_eq!((first.finished, second.finished), (1, 0));
+    let generation = generation(&stack, &token, &job).await;
+    assert_eq!(generation["status"], "failed");
+    assert_eq!(generation["error"]["code"], "deadline_exceeded");
+    assert_eq!(refunds(&stack.ledger(&token).await), [2]);
+    assert_eq!(stack.balance(&token).await, 10);
+}
+
+#[tokio::test]
+async fn the_sam_sample_sqs_event_gets_a_well_formed_batch_response() {
+    let stack = stack("w-hello", |_| {}).await;
+    let worker = worker_for(&stack, Providers::new(), |_| {});
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let event: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("events/sqs-hello.json")).unwrap())
+            .unwrap();
+
+    let answer = worker.handle(event).await.unwrap();
+
+    assert_eq!(answer, json!({"batchItemFailures": []}));
+}
+
+#[tokio::test]
+async fn the_scheduled_event_runs_the_sweeper() {
+    let stack = stack("w-schedule", |_| {}).await;
+    let worker = worker_for(&stack, Providers::new(), |_| {});
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let event: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("events/schedule.json")).unwrap())
+            .unwrap();
+
+    let answer = worker.handle(event).await.unwrap();
+
+    assert_eq!(answer, json!({"requeued": 0, "finished": 0}));
+}
