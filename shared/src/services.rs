@@ -27,11 +27,19 @@ impl Services {
     /// Reads settings and the session secret (from the environment or SSM) and builds the
     /// clients from one SDK configuration. Fails with a message naming what is missing.
     pub async fn from_env() -> anyhow::Result<Arc<Self>> {
+        Ok(Self::from_env_with(&[]).await?.0)
+    }
+
+    /// Like `from_env`, also reading the function's own `secret_names` in the same single
+    /// SSM call; returns those for the function to take.
+    pub async fn from_env_with(secret_names: &[&str]) -> anyhow::Result<(Arc<Self>, Secrets)> {
         let settings = Settings::from_env()?;
         let sdk = crate::aws::load_sdk_config().await;
-        let mut secrets = Secrets::load(&sdk, &["SESSION_SECRET"]).await?;
+        let mut names = vec!["SESSION_SECRET"];
+        names.extend_from_slice(secret_names);
+        let mut secrets = Secrets::load(&sdk, &names).await?;
         let secret = require_strong("SESSION_SECRET", secrets.take("SESSION_SECRET"))?;
-        Ok(Arc::new(Self::new(settings, &sdk, &secret, None)))
+        Ok((Arc::new(Self::new(settings, &sdk, &secret, None)), secrets))
     }
 
     /// With `counter`, every AWS call is counted (tests, benchmarks).

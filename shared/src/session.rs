@@ -36,6 +36,8 @@ pub struct InvalidToken;
 
 /// Issues and verifies session tokens with one key.
 pub struct SessionKeys {
+    /// For MACs of short-lived state (the OAuth cookie), under its own label.
+    mac_key: Vec<u8>,
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
@@ -60,6 +62,7 @@ impl SessionKeys {
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = 5;
         Self {
+            mac_key: secret.expose().as_bytes().to_vec(),
             encoding: EncodingKey::from_secret(secret.expose().as_bytes()),
             decoding: DecodingKey::from_secret(secret.expose().as_bytes()),
             validation,
@@ -84,6 +87,25 @@ impl SessionKeys {
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 encoding of plain claims cannot fail")
+    }
+
+    /// HMAC-SHA256 of `data` under a key derived for `label`, so a MAC made for one use
+    /// can never pass for another (nor for a session token).
+    pub fn mac(&self, label: &str, data: &[u8]) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let mut derive =
+            Hmac::<sha2::Sha256>::new_from_slice(&self.mac_key).expect("any key length");
+        derive.update(label.as_bytes());
+        let key = derive.finalize().into_bytes();
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).expect("any key length");
+        mac.update(data);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Constant-time check of a MAC made by [`SessionKeys::mac`].
+    pub fn verify_mac(&self, label: &str, data: &[u8], tag: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        self.mac(label, data).ct_eq(tag).into()
     }
 
     pub fn verify(&self, token: &str) -> Result<SessionClaims, InvalidToken> {

@@ -50,6 +50,18 @@ pub fn unique_prefix(test: &str) -> String {
 
 /// A fresh table, bucket and queues; `settings` may adjust the defaults.
 pub async fn stack(test: &str, adjust: impl FnOnce(&mut Settings)) -> Stack {
+    let auth =
+        auth::AuthContext::from_lookup(|_| None, &mut shared::aws::secrets::Secrets::default())
+            .expect("no sign-in providers is a valid configuration");
+    stack_with_auth(test, adjust, Arc::new(auth)).await
+}
+
+/// Like [`stack`], with sign-in providers configured (fake ones, in the auth tests).
+pub async fn stack_with_auth(
+    test: &str,
+    adjust: impl FnOnce(&mut Settings),
+    auth: Arc<auth::AuthContext>,
+) -> Stack {
     let sdk = sdk_config().await;
     let names = Names::with_prefix(&unique_prefix(test));
     let provisioned = provision::ensure_all(&sdk, &names)
@@ -75,7 +87,7 @@ pub async fn stack(test: &str, adjust: impl FnOnce(&mut Settings)) -> Stack {
         &Secret::new(SESSION_SECRET),
         Some(&calls),
     ));
-    let router = local_runner::http_router(services.clone());
+    let router = local_runner::http_router(services.clone(), auth);
     Stack {
         names,
         services,

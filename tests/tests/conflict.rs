@@ -122,7 +122,10 @@ async fn a_persistent_conflict_answers_503_not_402_or_500() {
     });
 
     let answer = send(
-        &auth::router(services),
+        &auth::router(
+            services,
+            Arc::new(auth::AuthContext::from_lookup(|_| None, &mut Default::default()).unwrap()),
+        ),
         request(
             Method::POST,
             "/auth/dev/login",

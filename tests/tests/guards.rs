@@ -16,6 +16,7 @@ async fn nobody_signed_up_as(stack: &e2e_tests::Stack, email: &str) -> bool {
             avatar_url: None,
         },
         bonus: 0,
+        bonus_limit: None,
     };
     let (_, created) = stack.services.store.sign_in(&sign_in).await.unwrap();
     created

@@ -20,6 +20,7 @@ async fn user_with_balance(store: &DynamoStore, balance: i64) -> UserId {
             avatar_url: None,
         },
         bonus: balance,
+        bonus_limit: None,
     };
     store.sign_in(&sign_in).await.expect("sign in").0.id
 }

@@ -1,8 +1,14 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     shared::telemetry::init();
-    let services = shared::Services::from_env().await.inspect_err(|e| {
+    let started = async {
+        let (services, mut secrets) = shared::Services::from_env_with(auth::SECRET_NAMES).await?;
+        let context =
+            auth::AuthContext::from_lookup(|name| std::env::var(name).ok(), &mut secrets)?;
+        anyhow::Ok((services, std::sync::Arc::new(context)))
+    };
+    let (services, context) = started.await.inspect_err(|e| {
         tracing::error!(error = format!("{e:#}"), "cold start failed");
     })?;
-    lambda_http::run(auth::router(services)).await
+    lambda_http::run(auth::router(services, context)).await
 }

@@ -11,8 +11,8 @@ use shared::Services;
 use shared::config::{ConfigError, Settings};
 
 /// The three HTTP functions' routes behind the shared layers, as one router.
-pub fn http_router(services: Arc<Services>) -> Router {
-    let routes = auth::routes()
+pub fn http_router(services: Arc<Services>, auth: Arc<auth::AuthContext>) -> Router {
+    let routes = auth::routes(auth)
         .merge(generate::routes())
         .merge(webhook::routes());
     shared::http::service(routes).with_state(services)

@@ -25,6 +25,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = local_runner::local_settings(&names, &provisioned)?;
     let mut names_wanted = vec!["SESSION_SECRET"];
     names_wanted.extend_from_slice(providers::SECRET_NAMES);
+    names_wanted.extend_from_slice(auth::SECRET_NAMES);
     let mut secrets = Secrets::load(&sdk, &names_wanted).await?;
     let secret = require_strong("SESSION_SECRET", secrets.take("SESSION_SECRET"))?;
     let providers = providers::build_providers(
@@ -35,6 +36,10 @@ async fn main() -> anyhow::Result<()> {
     let clients = Clients::new(&sdk, None);
     let worker = Arc::new(Worker::new(&settings, &clients, providers));
     let services = Arc::new(Services::new(settings, &sdk, &secret, None));
+    let auth = Arc::new(auth::AuthContext::from_lookup(
+        |name| std::env::var(name).ok(),
+        &mut secrets,
+    )?);
 
     // The worker, fed from both queues and swept on a schedule, as deployed.
     tokio::spawn(pump::pump(
@@ -61,7 +66,7 @@ async fn main() -> anyhow::Result<()> {
     // The line scripts and tests wait for: keep its shape.
     println!("local-runner listening on http://{address}");
     tracing::info!(%address, table = %names.table, queue = %provisioned.queue_url, "serving");
-    axum::serve(listener, local_runner::http_router(services))
+    axum::serve(listener, local_runner::http_router(services, auth))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     Ok(())

@@ -5,6 +5,7 @@ pub mod credits;
 pub mod generation;
 pub mod ids;
 pub mod ledger;
+pub mod payment;
 pub mod products;
 pub mod user;
 

@@ -92,6 +92,25 @@ async fn guard_body(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
+/// The caller's address: API Gateway's `sourceIp` under Lambda; locally (the runner, tests),
+/// the first `X-Forwarded-For` entry.
+pub fn client_ip(parts: &axum::http::request::Parts) -> Option<String> {
+    if let Some(lambda_http::request::RequestContext::ApiGatewayV2(context)) =
+        parts
+            .extensions
+            .get::<lambda_http::request::RequestContext>()
+    {
+        return context.http.source_ip.clone();
+    }
+    parts
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(|ip| ip.trim().to_string())
+        .filter(|ip| !ip.is_empty())
+}
+
 pub(crate) fn is_json(headers: &axum::http::HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)

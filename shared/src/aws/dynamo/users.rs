@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::de::DeserializeOwned;
@@ -27,6 +27,13 @@ pub struct SignIn {
     pub profile: Profile,
     /// Credits granted when this sign-in creates the user (0 for none).
     pub bonus: i64,
+    /// Where the sign-in came from, with the most bonuses one address gets per day.
+    pub bonus_limit: Option<(String, u32)>,
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    crate::domain::generation::hex(&Sha256::digest(text.as_bytes()))
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -42,6 +49,11 @@ struct UserItem {
     credits: i64,
     session_version: u64,
     created_at: String,
+    /// The identity items that map to this user, removed with the account.
+    #[serde(default)]
+    identities: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    deleted_at: Option<String>,
 }
 
 impl UserItem {
@@ -78,8 +90,27 @@ impl DynamoStore {
         if let Some(user) = self.user_of_identity(sign_in).await? {
             return Ok((user, false));
         }
+        let with_bonus = sign_in.bonus > 0;
+        match self.create_user(sign_in, with_bonus).await {
+            // This identity had a bonus before (an account deleted and made again), or its
+            // address used up today's bonuses: the account is made without one.
+            Err(StoreError::ConditionFailed("bonus marker" | "bonus per address")) => {
+                tracing::info!("signup without bonus: already granted to this identity or address");
+                self.create_user(sign_in, false).await
+            }
+            other => other,
+        }
+    }
+
+    async fn create_user(
+        &self,
+        sign_in: &SignIn,
+        with_bonus: bool,
+    ) -> Result<(User, bool), StoreError> {
         let now = OffsetDateTime::now_utc();
         let id = UserId::new();
+        let identity_pk = keys::identity_pk(&sign_in.provider, &sign_in.subject);
+        let bonus = if with_bonus { sign_in.bonus } else { 0 };
         let user = UserItem {
             pk: keys::user_pk(id),
             sk: PROFILE.into(),
@@ -87,12 +118,14 @@ impl DynamoStore {
             email: sign_in.profile.email.clone(),
             name: sign_in.profile.name.clone(),
             avatar_url: sign_in.profile.avatar_url.clone(),
-            credits: sign_in.bonus,
+            credits: bonus,
             session_version: 0,
             created_at: rfc3339(now),
+            identities: vec![identity_pk.clone()],
+            deleted_at: None,
         };
         let identity = IdentityItem {
-            pk: keys::identity_pk(&sign_in.provider, &sign_in.subject),
+            pk: identity_pk.clone(),
             sk: IDENTITY.into(),
             user_id: id,
             created_at: rfc3339(now),
@@ -103,15 +136,42 @@ impl DynamoStore {
             Role::Named("identity"),
         );
         tx.push(put_new(&self.table, to_item(&user)), Role::Named("user"));
-        if sign_in.bonus > 0 {
+        if with_bonus {
             self.push_ledger_row(
                 &mut tx,
                 id,
-                sign_in.bonus,
+                bonus,
                 LedgerReason::SignupBonus,
                 &id.to_string(),
                 now,
             );
+            // Kept after account deletion (a hash, no personal data): one bonus per identity.
+            let marker = item_key(format!("BONUS#{}", sha256_hex(&identity_pk)), "BONUS");
+            tx.push(put_new(&self.table, marker), Role::Named("bonus marker"));
+            if let Some((address, per_day)) = &sign_in.bonus_limit {
+                let day = now.unix_timestamp() / 86_400;
+                let counter = Update::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(item_key(
+                        format!("BONUSIP#{}", sha256_hex(address)),
+                        &format!("DAY#{day}"),
+                    )))
+                    .update_expression("ADD #c :one SET expires_at = :exp")
+                    .condition_expression("attribute_not_exists(pk) OR #c < :limit")
+                    .expression_attribute_names("#c", "count")
+                    .expression_attribute_values(":one", AttributeValue::N("1".into()))
+                    .expression_attribute_values(
+                        ":exp",
+                        AttributeValue::N(((day + 2) * 86_400).to_string()),
+                    )
+                    .expression_attribute_values(":limit", AttributeValue::N(per_day.to_string()))
+                    .build()
+                    .expect("table, key and expression are set");
+                tx.push(
+                    TransactWriteItem::builder().update(counter).build(),
+                    Role::Named("bonus per address"),
+                );
+            }
         }
         match self.execute(tx).await {
             Ok(()) => Ok((user.into_user(), true)),
@@ -125,6 +185,100 @@ impl DynamoStore {
                 }),
             Err(e) => Err(e),
         }
+    }
+
+    /// Deletes the account: its generations, uploads and request records go; its
+    /// identities go; the profile keeps only the balance (so the ledger still adds up) and
+    /// its sessions are revoked. Ledger rows and payment records stay: they hold no
+    /// personal data. Conditioned on the caller's session being current.
+    pub async fn delete_account(
+        &self,
+        user: UserId,
+        session_version: u64,
+    ) -> Result<(), StoreError> {
+        let Some(item) = self
+            .get_item_as::<UserItem>(item_key(keys::user_pk(user), PROFILE))
+            .await?
+        else {
+            return Err(StoreError::NotFound);
+        };
+        if item.session_version != session_version || item.deleted_at.is_some() {
+            return Err(StoreError::SessionRevoked);
+        }
+        // Personal content first: retried safely if the last step fails.
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", AttributeValue::S(keys::user_pk(user)))
+                .projection_expression("pk, sk")
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(sdk_error)?;
+            for item in out.items() {
+                let Some(sk) = item.get(SK).and_then(|v| v.as_s().ok()) else {
+                    continue;
+                };
+                let personal = ["GEN#", "UPLOAD#", "IDEMP#", "RATE#"]
+                    .iter()
+                    .any(|p| sk.starts_with(p));
+                if personal {
+                    self.client
+                        .delete_item()
+                        .table_name(&self.table)
+                        .set_key(Some(item_key(keys::user_pk(user), sk)))
+                        .send()
+                        .await
+                        .map_err(sdk_error)?;
+                }
+            }
+            match out.last_evaluated_key {
+                Some(key) => start = Some(key),
+                None => break,
+            }
+        }
+        let now = OffsetDateTime::now_utc();
+        let mut tx = Tx::default();
+        let anonymise = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(item_key(keys::user_pk(user), PROFILE)))
+            .update_expression(
+                "SET #n = :gone, deleted_at = :now, session_version = session_version + :one, identities = :none REMOVE email, avatar_url, subscription",
+            )
+            .condition_expression("session_version = :sv")
+            .expression_attribute_names("#n", "name")
+            .expression_attribute_values(":gone", AttributeValue::S("deleted user".into()))
+            .expression_attribute_values(":now", AttributeValue::S(rfc3339(now)))
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(":none", AttributeValue::L(vec![]))
+            .expression_attribute_values(":sv", AttributeValue::N(session_version.to_string()))
+            .return_values_on_condition_check_failure(aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .expect("table, key and expression are set");
+        tx.push(
+            TransactWriteItem::builder().update(anonymise).build(),
+            Role::Balance {
+                user,
+                expected_session: Some(session_version),
+                cost: None,
+            },
+        );
+        for identity in &item.identities {
+            let delete = aws_sdk_dynamodb::types::Delete::builder()
+                .table_name(&self.table)
+                .set_key(Some(item_key(identity.clone(), IDENTITY)))
+                .build()
+                .expect("table and key are set");
+            tx.push(
+                TransactWriteItem::builder().delete(delete).build(),
+                Role::Named("identity"),
+            );
+        }
+        self.execute(tx).await
     }
 
     async fn user_of_identity(&self, sign_in: &SignIn) -> Result<Option<User>, StoreError> {
@@ -251,6 +405,39 @@ impl DynamoStore {
                     .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
             {
                 Err(StoreError::SessionRevoked)
+            }
+            Err(e) => Err(sdk_error(e)),
+        }
+    }
+}
+
+impl DynamoStore {
+    /// Marks `key` used until `expires_at` (epoch seconds); `AlreadyApplied` if it was.
+    pub async fn consume_once(&self, key: &str, expires_at: i64) -> Result<(), StoreError> {
+        use sha2::{Digest, Sha256};
+        let pk = format!(
+            "ONCE#{}",
+            crate::domain::generation::hex(&Sha256::digest(key.as_bytes()))
+        );
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(PK, AttributeValue::S(pk))
+            .item(SK, AttributeValue::S("ONCE".into()))
+            .item("expires_at", AttributeValue::N(expires_at.to_string()))
+            .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
+            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::AlreadyApplied)
             }
             Err(e) => Err(sdk_error(e)),
         }
