@@ -6,6 +6,7 @@ pub mod aws;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod metrics;
 pub mod payments;
 pub mod providers;
 pub mod services;

@@ -192,6 +192,14 @@ async fn signed_in(services: &Services, sign_in: SignIn) -> Result<User, ApiErro
     let (user, created) = services.store.sign_in(&sign_in).await?;
     if created {
         tracing::info!(user_id = %user.id, provider = %sign_in.provider, "user signed up");
+        shared::metrics::count("SignUps", 1, &[("Provider", &sign_in.provider)]);
+        if user.credits > 0 {
+            shared::metrics::count(
+                "CreditsGranted",
+                user.credits as u64,
+                &[("Reason", "signup_bonus")],
+            );
+        }
     }
     Ok(user)
 }

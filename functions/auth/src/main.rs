@@ -1,6 +1,7 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     shared::telemetry::init();
+    shared::metrics::cold_start();
     let started = async {
         let (services, mut secrets) = shared::Services::from_env_with(auth::SECRET_NAMES).await?;
         let context =

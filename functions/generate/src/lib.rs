@@ -206,6 +206,12 @@ async fn create_generation(
         cost = generation.cost,
         "generation accepted"
     );
+    shared::metrics::count("GenerationsAccepted", 1, &[("Model", &generation.model)]);
+    shared::metrics::count(
+        "CreditsSpent",
+        generation.cost as u64,
+        &[("Model", &generation.model)],
+    );
     let job = GenerationJob {
         generation_id: generation.id,
         user_id: generation.user_id,
@@ -215,6 +221,11 @@ async fn create_generation(
         let idempotency = new.idempotency.as_ref().map(|(sk, _)| sk.as_str());
         let refunded = services.store.fail_unsent(&generation, idempotency).await?;
         if refunded {
+            shared::metrics::count(
+                "CreditsRefunded",
+                generation.cost as u64,
+                &[("Reason", "enqueue_failed")],
+            );
             return Err(ApiError::Unavailable(
                 "the generation could not be queued; nothing was charged".into(),
             ));

@@ -178,6 +178,9 @@ impl Worker {
             return Outcome::Done;
         };
         let from_dlq = self.is_dlq(record.event_source_arn.as_deref());
+        if from_dlq {
+            shared::metrics::count("DlqArrivals", 1, &[]);
+        }
         let span = tracing::info_span!("job", generation_id = %job.generation_id, user_id = %job.user_id, from_dlq);
         let result = async {
             if from_dlq {
@@ -395,6 +398,23 @@ impl Worker {
                         latency_ms = started.elapsed().as_millis() as u64,
                         "provider call"
                     );
+                    shared::metrics::millis(
+                        "ProviderLatency",
+                        started.elapsed(),
+                        &[("Provider", provider.name())],
+                    );
+                    if let Err(e) = &result {
+                        let class = if e.is_transient() {
+                            "transient"
+                        } else {
+                            "permanent"
+                        };
+                        shared::metrics::count(
+                            "ProviderFailures",
+                            1,
+                            &[("Provider", provider.name()), ("Class", class)],
+                        );
+                    }
                     match result {
                         Ok(bytes) => self.store_image(generation, lease_id, index, bytes).await,
                         Err(e) => Err(Failure::Provider(e)),
@@ -469,22 +489,42 @@ impl Worker {
         }
     }
 
+    /// Finishes through the store (exactly once) and records what happened; `false` when
+    /// someone else finished it first.
     async fn finish(
         &self,
         generation: &Generation,
         finisher: Finisher<'_>,
         e: GenerationError,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let finished = self.store.finish(generation, finisher, e.clone()).await?;
         let k = generation.images.len();
-        if finished && k == generation.n as usize {
-            tracing::info!(images = k, "generation succeeded");
-        } else if finished {
-            tracing::warn!(images = k, n = generation.n, code = %e.code, "generation finished short; the rest refunded");
-        } else {
+        let model = [("Model", generation.model.as_str())];
+        if !finished {
             tracing::info!("generation was finished by someone else");
+            return Ok(false);
         }
-        Ok(())
+        let n = generation.n as usize;
+        let refunded = generation.cost / i64::from(generation.n.max(1)) * (n - k.min(n)) as i64;
+        if k == n {
+            tracing::info!(images = k, "generation succeeded");
+            shared::metrics::count("GenerationsSucceeded", 1, &model);
+        } else if k > 0 {
+            tracing::warn!(images = k, n, code = %e.code, "generation finished short; the rest refunded");
+            shared::metrics::count("GenerationsSucceeded", 1, &model);
+            shared::metrics::count("GenerationsPartiallyRefunded", 1, &model);
+        } else {
+            tracing::warn!(code = %e.code, "generation failed; refunded");
+            shared::metrics::count("GenerationsFailed", 1, &model);
+        }
+        if refunded > 0 {
+            shared::metrics::count(
+                "CreditsRefunded",
+                refunded as u64,
+                &[("Reason", "generation")],
+            );
+        }
+        Ok(true)
     }
 
     /// A record from the DLQ: finish its generation if it is still queued or its lease
@@ -504,11 +544,7 @@ impl Worker {
             "retries_exhausted",
             "the generation could not be completed; its credits were refunded",
         );
-        if self
-            .store
-            .finish(&generation, Finisher::Abandoned, e)
-            .await?
-        {
+        if self.finish(&generation, Finisher::Abandoned, e).await? {
             tracing::warn!(
                 images = generation.images.len(),
                 "abandoned generation finished from the DLQ"
@@ -542,12 +578,9 @@ impl Worker {
                         "deadline_exceeded",
                         "the generation did not finish in time; its credits were refunded",
                     );
-                    if self
-                        .store
-                        .finish(&generation, Finisher::Deadline, e)
-                        .await?
-                    {
+                    if self.finish(&generation, Finisher::Deadline, e).await? {
                         tracing::warn!(generation_id = %open.id, "past its deadline: finished and refunded");
+                        shared::metrics::count("SweeperRefunds", 1, &[]);
                         report.finished += 1;
                     }
                 } else if open.status == shared::domain::generation::Status::Queued
@@ -566,6 +599,7 @@ impl Worker {
                     };
                     self.queue.send(&job).await?;
                     tracing::warn!(generation_id = %open.id, "queued too long: sent again");
+                    shared::metrics::count("SweeperRequeued", 1, &[]);
                     report.requeued += 1;
                 }
             }

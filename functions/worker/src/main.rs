@@ -3,6 +3,7 @@ use lambda_runtime::{LambdaEvent, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::telemetry::init();
+    shared::metrics::cold_start();
     let worker = worker::Worker::from_env().await.inspect_err(|e| {
         tracing::error!(error = format!("{e:#}"), "cold start failed");
     })?;

@@ -26,6 +26,7 @@ async fn main() -> anyhow::Result<()> {
     let mut names_wanted = vec!["SESSION_SECRET"];
     names_wanted.extend_from_slice(providers::SECRET_NAMES);
     names_wanted.extend_from_slice(auth::SECRET_NAMES);
+    names_wanted.extend_from_slice(shared::payments::SECRET_NAMES);
     let mut secrets = Secrets::load(&sdk, &names_wanted).await?;
     let secret = require_strong("SESSION_SECRET", secrets.take("SESSION_SECRET"))?;
     let providers = providers::build_providers(
@@ -37,6 +38,10 @@ async fn main() -> anyhow::Result<()> {
     let worker = Arc::new(Worker::new(&settings, &clients, providers));
     let services = Arc::new(Services::new(settings, &sdk, &secret, None));
     let auth = Arc::new(auth::AuthContext::from_lookup(
+        |name| std::env::var(name).ok(),
+        &mut secrets,
+    )?);
+    let payments = Arc::new(shared::payments::Payments::from_lookup(
         |name| std::env::var(name).ok(),
         &mut secrets,
     )?);
@@ -66,7 +71,8 @@ async fn main() -> anyhow::Result<()> {
     // The line scripts and tests wait for: keep its shape.
     println!("local-runner listening on http://{address}");
     tracing::info!(%address, table = %names.table, queue = %provisioned.queue_url, "serving");
-    axum::serve(listener, local_runner::http_router(services, auth))
+    let router = webhook::with_payments(local_runner::http_router(services, auth), payments);
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     Ok(())

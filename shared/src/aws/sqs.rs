@@ -51,6 +51,55 @@ impl JobQueue {
         Ok(())
     }
 
+    /// Moves up to `max` messages from `from` to `to` (each sent before it is deleted, so
+    /// a failure in between duplicates rather than loses: the worker's claim makes a
+    /// duplicate harmless). Returns how many moved.
+    pub async fn move_messages(
+        &self,
+        from: &str,
+        to: &str,
+        max: usize,
+    ) -> Result<usize, StoreError> {
+        let mut moved = 0;
+        while moved < max {
+            let batch = (max - moved).min(10) as i32;
+            let received = self
+                .client
+                .receive_message()
+                .queue_url(from)
+                .max_number_of_messages(batch)
+                .visibility_timeout(60)
+                .send()
+                .await
+                .map_err(sdk_error)?;
+            let messages = received.messages.unwrap_or_default();
+            if messages.is_empty() {
+                break;
+            }
+            for message in messages {
+                let (Some(body), Some(handle)) = (message.body(), message.receipt_handle()) else {
+                    continue;
+                };
+                self.client
+                    .send_message()
+                    .queue_url(to)
+                    .message_body(body)
+                    .send()
+                    .await
+                    .map_err(sdk_error)?;
+                self.client
+                    .delete_message()
+                    .queue_url(from)
+                    .receipt_handle(handle)
+                    .send()
+                    .await
+                    .map_err(sdk_error)?;
+                moved += 1;
+            }
+        }
+        Ok(moved)
+    }
+
     /// One `SendMessage`.
     pub async fn send(&self, job: &GenerationJob) -> Result<(), StoreError> {
         let body = serde_json::to_string(job).expect("a job always serializes");

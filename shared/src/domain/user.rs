@@ -4,6 +4,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::UserId;
+pub use super::payment::SubscriptionSummary;
 
 /// A user's profile and balance.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +17,8 @@ pub struct User {
     pub credits: i64,
     /// Bumped by logout: tokens carrying an older version are refused.
     pub session_version: u64,
+    /// The current subscription, if any.
+    pub subscription: Option<SubscriptionSummary>,
     pub created_at: OffsetDateTime,
 }
 
@@ -35,7 +38,7 @@ pub struct Me {
     pub name: String,
     pub avatar_url: Option<String>,
     pub credits: i64,
-    pub subscription: Option<serde_json::Value>,
+    pub subscription: Option<SubscriptionSummary>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
@@ -48,7 +51,7 @@ impl From<User> for Me {
             name: user.name,
             avatar_url: user.avatar_url,
             credits: user.credits,
-            subscription: None,
+            subscription: user.subscription,
             created_at: user.created_at,
         }
     }

@@ -55,6 +55,11 @@ async fn request_context(request: Request, next: Next) -> Response {
         path = %request.uri().path()
     );
     let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| format!("{} {}", request.method(), p.as_str()))
+        .unwrap_or_else(|| "unmatched".into());
     REQUEST_ID
         .scope(id, async move {
             let response = next.run(request).await;
@@ -63,6 +68,10 @@ async fn request_context(request: Request, next: Next) -> Response {
                 latency_ms = started.elapsed().as_millis() as u64,
                 "request served"
             );
+            crate::metrics::millis("RouteLatency", started.elapsed(), &[("Route", &route)]);
+            if response.status().is_server_error() {
+                crate::metrics::count("ServerErrors", 1, &[("Route", &route)]);
+            }
             response
         })
         .instrument(span)

@@ -26,9 +26,29 @@ pub struct BalanceChange {
     covered: bool,
     pub reason: LedgerReason,
     pub reference: String,
+    /// Who made an operator's change and why (kept on the ledger row, never shown to users).
+    pub note: Option<String>,
 }
 
 impl BalanceChange {
+    /// An operator's correction, up or down, whatever the balance; applied once per
+    /// reference, with who did it and why on the row.
+    pub fn admin(
+        user: UserId,
+        delta: i64,
+        reference: impl Into<String>,
+        note: impl Into<String>,
+    ) -> Self {
+        Self {
+            user,
+            delta,
+            covered: false,
+            reason: LedgerReason::Admin,
+            reference: reference.into(),
+            note: Some(note.into()),
+        }
+    }
+
     /// Adds credits (a bonus, a purchase, a refund).
     pub fn grant(
         user: UserId,
@@ -42,6 +62,7 @@ impl BalanceChange {
             covered: false,
             reason,
             reference: reference.into(),
+            note: None,
         }
     }
 
@@ -58,6 +79,7 @@ impl BalanceChange {
             covered: true,
             reason,
             reference: reference.into(),
+            note: None,
         }
     }
 
@@ -69,6 +91,7 @@ impl BalanceChange {
             covered: false,
             reason: LedgerReason::Clawback,
             reference: reference.into(),
+            note: None,
         }
     }
 
@@ -96,6 +119,8 @@ struct LedgerRow {
     #[serde(rename = "ref")]
     reference: String,
     created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
 }
 
 pub(crate) fn rfc3339(at: OffsetDateTime) -> String {
@@ -156,14 +181,18 @@ impl DynamoStore {
                 cost: change.covered.then_some(-change.delta),
             },
         );
-        let id = self.push_ledger_row(
-            tx,
-            change.user,
-            change.delta,
-            change.reason,
-            &change.reference,
-            now,
-        );
+        let id = LedgerId::new();
+        let row = LedgerRow {
+            pk: keys::user_pk(change.user),
+            sk: keys::ledger_sk(id),
+            id,
+            delta: change.delta,
+            reason: change.reason,
+            reference: change.reference.clone(),
+            created_at: rfc3339(now),
+            note: change.note.clone(),
+        };
+        self.push_row(tx, row);
         if guarded {
             let guard = HashMap::from([
                 (
@@ -200,10 +229,15 @@ impl DynamoStore {
             reason,
             reference: reference.to_string(),
             created_at: rfc3339(now),
+            note: None,
         };
+        self.push_row(tx, row);
+        id
+    }
+
+    fn push_row(&self, tx: &mut Tx, row: LedgerRow) {
         let item = serde_dynamo::to_item(row).expect("a ledger row always serializes");
         tx.push(put_new(&self.table, item), Role::Named("ledger row"));
-        id
     }
 
     /// One page of a user's ledger, newest first, and the cursor of the next page.

@@ -4,9 +4,11 @@
 //! SQL service: a short balance is `InsufficientCredits`, a bumped `session_version` is
 //! `SessionRevoked`, an already-applied reference is `AlreadyApplied`.
 
+pub mod admin;
 pub mod generations;
 mod keys;
 pub mod ledger;
+pub mod payments;
 mod tx;
 mod users;
 pub mod work;

@@ -65,6 +65,7 @@ impl DynamoStore {
                 Err(error) => self.retryable(error, &tx.roles).await?,
             }
             tracing::warn!(attempt, "transaction conflicted; retrying");
+            crate::metrics::count("TransactionConflictRetries", 1, &[]);
             if attempt < MAX_ATTEMPTS {
                 tokio::time::sleep(backoff(attempt)).await;
             }

@@ -54,6 +54,9 @@ struct UserItem {
     identities: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     deleted_at: Option<String>,
+    /// The current subscription, kept by the payment transactions that change it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    subscription: Option<crate::domain::payment::SubscriptionSummary>,
 }
 
 impl UserItem {
@@ -65,6 +68,7 @@ impl UserItem {
             avatar_url: self.avatar_url,
             credits: self.credits,
             session_version: self.session_version,
+            subscription: self.subscription,
             created_at: OffsetDateTime::parse(
                 &self.created_at,
                 &time::format_description::well_known::Rfc3339,
@@ -123,6 +127,7 @@ impl DynamoStore {
             created_at: rfc3339(now),
             identities: vec![identity_pk.clone()],
             deleted_at: None,
+            subscription: None,
         };
         let identity = IdentityItem {
             pk: identity_pk.clone(),

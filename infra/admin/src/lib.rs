@@ -1,0 +1,242 @@
+//! The operator's command, as a library so that tests drive it against the emulator.
+//! Every change of money goes through the same store functions the service uses, so it
+//! keeps the same rules: applied once per reference, refunded once per generation.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use shared::aws::Clients;
+use shared::aws::dynamo::work::Finisher;
+use shared::aws::dynamo::{Applied, BalanceChange, DynamoStore};
+use shared::aws::sqs::JobQueue;
+use shared::domain::generation::{Generation, GenerationError};
+use shared::domain::ledger::LedgerEntry;
+use shared::domain::user::User;
+use shared::domain::{GenerationId, LedgerId, UserId};
+
+/// Where the tool points.
+pub struct Admin {
+    pub store: DynamoStore,
+    pub queue: JobQueue,
+    pub queue_url: String,
+    pub dlq_url: Option<String>,
+}
+
+/// A user whose balance is not the sum of their ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    pub user: UserId,
+    pub balance: i64,
+    pub ledger_sum: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reconciliation {
+    pub users: usize,
+    pub mismatches: Vec<Mismatch>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrantOutcome {
+    Applied(LedgerId),
+    AlreadyApplied,
+    DryRun,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundOutcome {
+    Refunded { credits: i64 },
+    AlreadyFinished,
+    NotFound,
+    WouldRefund { credits: i64 },
+}
+
+/// What `user show` prints.
+#[derive(Debug, Clone)]
+pub struct UserReport {
+    pub user: User,
+    pub recent_ledger: Vec<LedgerEntry>,
+}
+
+impl Admin {
+    /// `TABLE_NAME`, `QUEUE_URL` and (for `dlq replay`) `DLQ_URL`, with the usual AWS
+    /// credentials and region (or `AWS_ENDPOINT_URL` for the local stack).
+    pub async fn from_env(table: String, queue_url: String, dlq_url: Option<String>) -> Self {
+        let sdk = shared::aws::load_sdk_config().await;
+        let clients = Clients::new(&sdk, None);
+        Self {
+            store: DynamoStore::new(clients.dynamo, table),
+            queue: JobQueue::new(clients.sqs, queue_url.clone()),
+            queue_url,
+            dlq_url,
+        }
+    }
+
+    /// For every user, balance = sum of the ledger. Walks the table in `segments` parallel
+    /// scan segments of `page_size` items, pausing `pause` between pages; a mismatch is
+    /// read again before it is reported (a write may have landed between the two reads).
+    pub async fn reconcile(
+        &self,
+        segments: usize,
+        page_size: i32,
+        pause: Duration,
+    ) -> anyhow::Result<Reconciliation> {
+        let segments = segments.max(1);
+        let walks = (0..segments).map(|segment| {
+            self.reconcile_segment(segment as i32, segments as i32, page_size, pause)
+        });
+        let mut report = Reconciliation {
+            users: 0,
+            mismatches: Vec::new(),
+        };
+        for result in futures_util::future::join_all(walks).await {
+            let (users, mismatches) = result?;
+            report.users += users;
+            report.mismatches.extend(mismatches);
+        }
+        report.mismatches.sort_by_key(|m| m.user);
+        Ok(report)
+    }
+
+    async fn reconcile_segment(
+        &self,
+        segment: i32,
+        segments: i32,
+        page_size: i32,
+        pause: Duration,
+    ) -> anyhow::Result<(usize, Vec<Mismatch>)> {
+        let mut cursor = None;
+        let mut users = 0;
+        let mut mismatches = Vec::new();
+        loop {
+            let page = self
+                .store
+                .balances_page(segment, segments, page_size, cursor)
+                .await?;
+            for (user, balance) in page.items {
+                users += 1;
+                let sum = self.store.ledger_sum(user).await?;
+                if sum != balance {
+                    let again = self.store.get_user(user).await?.map(|u| u.credits);
+                    let sum_again = self.store.ledger_sum(user).await?;
+                    if again != Some(sum_again) {
+                        mismatches.push(Mismatch {
+                            user,
+                            balance: again.unwrap_or(balance),
+                            ledger_sum: sum_again,
+                        });
+                    }
+                }
+            }
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => return Ok((users, mismatches)),
+            }
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// Adds (or, negative, removes) credits with an `admin` ledger row naming the operator
+    /// and the reason. Applied once per reference: by default the reference is derived
+    /// from (user, credits, reason), so running the same command twice grants once.
+    pub async fn grant(
+        &self,
+        user: UserId,
+        credits: i64,
+        reason: &str,
+        operator: &str,
+        reference: Option<&str>,
+        dry_run: bool,
+    ) -> anyhow::Result<GrantOutcome> {
+        anyhow::ensure!(credits != 0, "--credits must not be 0");
+        anyhow::ensure!(!reason.trim().is_empty(), "--reason must say why");
+        anyhow::ensure!(self.store.get_user(user).await?.is_some(), "no user {user}");
+        let reference = match reference {
+            Some(r) => r.to_string(),
+            None => {
+                use sha2::{Digest, Sha256};
+                let digest = Sha256::digest(format!("{user}|{credits}|{reason}").as_bytes());
+                let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+                format!("admin-{hex}")
+            }
+        };
+        if dry_run {
+            return Ok(GrantOutcome::DryRun);
+        }
+        let note = format!("by {operator}: {reason}");
+        let change = BalanceChange::admin(user, credits, reference, note);
+        Ok(match self.store.apply(&change).await? {
+            Applied::Applied(id) => GrantOutcome::Applied(id),
+            Applied::AlreadyApplied => GrantOutcome::AlreadyApplied,
+        })
+    }
+
+    pub async fn generation(&self, id: GenerationId) -> anyhow::Result<Option<Generation>> {
+        Ok(self.store.find_generation(id).await?)
+    }
+
+    /// Finishes a stuck generation with the worker's rule: succeeded with what it has or
+    /// failed, the rest refunded, exactly once.
+    pub async fn refund_generation(
+        &self,
+        id: GenerationId,
+        dry_run: bool,
+    ) -> anyhow::Result<RefundOutcome> {
+        let Some(generation) = self.store.find_generation(id).await? else {
+            return Ok(RefundOutcome::NotFound);
+        };
+        if generation.status.is_final() {
+            return Ok(RefundOutcome::AlreadyFinished);
+        }
+        let n = i64::from(generation.n.max(1));
+        let credits = generation.cost / n * (n - (generation.images.len() as i64).min(n));
+        if dry_run {
+            return Ok(RefundOutcome::WouldRefund { credits });
+        }
+        let error = GenerationError {
+            code: "refunded_by_operator".into(),
+            message: "the generation was stopped and refunded by support".into(),
+        };
+        Ok(
+            if self
+                .store
+                .finish(&generation, Finisher::Deadline, error)
+                .await?
+            {
+                RefundOutcome::Refunded { credits }
+            } else {
+                RefundOutcome::AlreadyFinished
+            },
+        )
+    }
+
+    /// Moves DLQ messages back to the main queue; returns how many moved.
+    pub async fn dlq_replay(&self, max: usize, dry_run: bool) -> anyhow::Result<usize> {
+        let dlq = self
+            .dlq_url
+            .as_deref()
+            .context("DLQ_URL (or --dlq-url) is not set")?;
+        if dry_run {
+            return Ok(0);
+        }
+        Ok(self.queue.move_messages(dlq, &self.queue_url, max).await?)
+    }
+
+    /// A user by id (`usr_…`) or email, with the last 10 ledger rows.
+    pub async fn user_report(&self, who: &str) -> anyhow::Result<Option<UserReport>> {
+        let user = match UserId::parse(who) {
+            Ok(id) => self.store.get_user(id).await?,
+            Err(_) => {
+                self.store
+                    .find_user_by_email(&who.trim().to_ascii_lowercase())
+                    .await?
+            }
+        };
+        let Some(user) = user else { return Ok(None) };
+        let (recent_ledger, _) = self.store.ledger_page(user.id, 10, None).await?;
+        Ok(Some(UserReport {
+            user,
+            recent_ledger,
+        }))
+    }
+}

@@ -1,0 +1,248 @@
+//! `nb-admin`: reconcile balances, grant credits, refund stuck generations, replay the
+//! DLQ and payment events, look users up. Run with AWS credentials for the stack (or
+//! `AWS_ENDPOINT_URL` for the local one). Exit status: 0 done, 1 failed, 2 found problems.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use admin::{Admin, GrantOutcome, RefundOutcome};
+use clap::{Parser, Subcommand};
+use shared::domain::{GenerationId, UserId};
+
+#[derive(Parser)]
+#[command(
+    name = "nb-admin",
+    about = "Operate Nano Banana Pro AI: balances, refunds, replays",
+    version
+)]
+struct Cli {
+    /// The DynamoDB table.
+    #[arg(long, env = "TABLE_NAME", global = true, default_value = "")]
+    table: String,
+    /// The generation queue.
+    #[arg(long, env = "QUEUE_URL", global = true, default_value = "")]
+    queue_url: String,
+    /// The dead-letter queue.
+    #[arg(long, env = "DLQ_URL", global = true)]
+    dlq_url: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check that every user's balance equals the sum of their ledger (exit 2 on a mismatch).
+    Reconcile {
+        /// Parallel scan segments.
+        #[arg(long, default_value_t = 4)]
+        segments: usize,
+        /// Items per scan page.
+        #[arg(long, default_value_t = 100)]
+        page_size: i32,
+        /// Pause between pages, in milliseconds (throttle against production).
+        #[arg(long, default_value_t = 100)]
+        pause_ms: u64,
+    },
+    /// Add (or, negative, remove) credits with an admin ledger row.
+    Grant {
+        #[arg(long)]
+        user: String,
+        #[arg(long, allow_hyphen_values = true)]
+        credits: i64,
+        /// Why: kept on the ledger row with the operator.
+        #[arg(long)]
+        reason: String,
+        /// Who: defaults to $USER.
+        #[arg(long, env = "USER", default_value = "operator")]
+        operator: String,
+        /// Applied once per reference (default: derived from user, credits and reason).
+        #[arg(long = "ref")]
+        reference: Option<String>,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Inspect or refund a generation.
+    Generation {
+        #[command(subcommand)]
+        action: GenerationAction,
+    },
+    /// Dead-letter queue.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+    /// Look a user up by id or email.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum GenerationAction {
+    /// Print a generation.
+    Show { id: String },
+    /// Finish a stuck generation and refund what it did not produce, exactly once.
+    Refund {
+        id: String,
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqAction {
+    /// Move DLQ messages back to the main queue.
+    Replay {
+        #[arg(long, default_value_t = 1000)]
+        max: usize,
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Profile, balance, recent ledger, subscription.
+    Show { who: String },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(!cli.table.is_empty(), "set TABLE_NAME or --table");
+    let admin = Admin::from_env(cli.table, cli.queue_url, cli.dlq_url).await;
+    match cli.command {
+        Command::Reconcile {
+            segments,
+            page_size,
+            pause_ms,
+        } => {
+            let report = admin
+                .reconcile(segments, page_size, Duration::from_millis(pause_ms))
+                .await?;
+            for m in &report.mismatches {
+                println!(
+                    "MISMATCH {} balance={} ledger_sum={}",
+                    m.user, m.balance, m.ledger_sum
+                );
+            }
+            println!(
+                "checked {} users, {} mismatches",
+                report.users,
+                report.mismatches.len()
+            );
+            Ok(if report.mismatches.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        }
+        Command::Grant {
+            user,
+            credits,
+            reason,
+            operator,
+            reference,
+            dry_run,
+        } => {
+            let user = UserId::parse(&user)?;
+            match admin
+                .grant(
+                    user,
+                    credits,
+                    &reason,
+                    &operator,
+                    reference.as_deref(),
+                    dry_run,
+                )
+                .await?
+            {
+                GrantOutcome::Applied(id) => println!("granted {credits} to {user} ({id})"),
+                GrantOutcome::AlreadyApplied => {
+                    println!("already granted earlier: nothing changed")
+                }
+                GrantOutcome::DryRun => println!("dry run: would grant {credits} to {user}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Generation { action } => match action {
+            GenerationAction::Show { id } => {
+                match admin.generation(GenerationId::parse(&id)?).await? {
+                    Some(g) => {
+                        println!(
+                            "{} user={} status={} model={} n={} cost={} images={} refunded={} attempt={} created={} error={:?}",
+                            g.id,
+                            g.user_id,
+                            g.status.as_str(),
+                            g.model,
+                            g.n,
+                            g.cost,
+                            g.images.len(),
+                            g.refunded_credits,
+                            g.attempt,
+                            g.created_at,
+                            g.error.map(|e| e.code)
+                        );
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    None => anyhow::bail!("no generation {id}"),
+                }
+            }
+            GenerationAction::Refund { id, dry_run } => {
+                match admin
+                    .refund_generation(GenerationId::parse(&id)?, dry_run)
+                    .await?
+                {
+                    RefundOutcome::Refunded { credits } => {
+                        println!("finished {id}, refunded {credits}")
+                    }
+                    RefundOutcome::WouldRefund { credits } => {
+                        println!("dry run: would refund {credits}")
+                    }
+                    RefundOutcome::AlreadyFinished => {
+                        println!("{id} is already finished: nothing changed")
+                    }
+                    RefundOutcome::NotFound => anyhow::bail!("no generation {id}"),
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+        },
+        Command::Dlq {
+            action: DlqAction::Replay { max, dry_run },
+        } => {
+            let moved = admin.dlq_replay(max, dry_run).await?;
+            println!("moved {moved} message(s) from the DLQ to the queue");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::User {
+            action: UserAction::Show { who },
+        } => match admin.user_report(&who).await? {
+            Some(report) => {
+                let u = report.user;
+                println!(
+                    "{} email={:?} name={:?} credits={} created={}",
+                    u.id, u.email, u.name, u.credits, u.created_at
+                );
+                for row in report.recent_ledger {
+                    println!(
+                        "  {} {:+} {} ref={} at={}",
+                        row.id, row.delta, row.reason, row.reference, row.created_at
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            None => anyhow::bail!("no user {who}"),
+        },
+    }
+}

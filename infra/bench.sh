@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The benchmarks of BENCHMARKS.md: cold start (against a loopback Lambda Runtime API, next to
+# the bare and SDK hello-worlds and Node 20 with the v3 SDK), peak memory, AWS calls per
+# operation, bootstrap sizes, and local end to end. Starts its own emulator on a free port
+# and stops what it started. Prints the tables; never fails on a figure (no thresholds).
+#
+#   infra/bench.sh           the full run: release builds (in target/bench, its own lock),
+#                            the arm64 `cargo lambda` build for the sizes, 20 spawns each,
+#                            1,000 invocations each; about 10 minutes once built
+#   infra/bench.sh --quick   the CI smoke check: the debug binaries `infra/test.sh` built,
+#                            3 spawns, 50 invocations, no release or cross build (< 2 min)
+#
+#   BENCH_OUT        where the JSON results go (default target/bench-results[-quick].json)
+#   BENCH_NICE       niceness of the release builds (default 19: other builds come first)
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+quick=0
+case "${1:-}" in
+--quick) quick=1 ;;
+"") ;;
+*)
+  echo "usage: infra/bench.sh [--quick]" >&2
+  exit 2
+  ;;
+esac
+
+target="${CARGO_TARGET_DIR:-$root/target}"
+bench_target="$root/target/bench"
+nice_level="${BENCH_NICE:-19}"
+say() { echo "bench.sh: $*" >&2; }
+
+"$root/infra/setup.sh"
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+trap '"$root/infra/moto.sh" stop "$port"' EXIT
+"$root/infra/moto.sh" start "$port"
+# The emulator takes any credentials; 127.0.0.1 (not localhost) keeps S3 path-style.
+export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
+export AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench
+
+# Node 20 and the v3 SDK (pinned by package-lock.json) for the comparison; skipped, with a
+# note in the report, where node or the npm registry is missing.
+node_args=()
+if command -v node >/dev/null && command -v npm >/dev/null; then
+  if (cd infra/bench/node && npm ci --no-audit --no-fund --loglevel=error >/dev/null); then
+    node_args=(--node-dir "$root/infra/bench/node")
+  else
+    say "npm ci failed: Node is left out"
+  fi
+else
+  say "node or npm not found: Node is left out"
+fi
+
+if [[ "$quick" == 1 ]]; then
+  # The same build as infra/test.sh: a no-op after it.
+  cargo build --quiet --workspace --bins
+  bins="$target/debug"
+  "$bins/bench" --quick --bins "$bins" "${node_args[@]}" --logs "$target/bench-logs" \
+    --out "${BENCH_OUT:-$target/bench-results-quick.json}"
+  exit 0
+fi
+
+# Release binaries in their own target directory (its own lock: other builds go on).
+functions=(auth generate webhook worker)
+floors=(hello-bare hello-sdk)
+packages=()
+for f in "${functions[@]}" bench; do packages+=(-p "$f"); done
+say "release build (x86_64) into $bench_target"
+CARGO_TARGET_DIR="$bench_target" nice -n "$nice_level" cargo build --release --quiet "${packages[@]}"
+sizes=(--size "x86_64 release=$bench_target/release")
+
+# arm64 bootstraps as deployed: cargo-lambda (zig as the cross linker) from infra/.venv.
+"$root/infra/setup.sh" --build
+bin_args=()
+for b in "${functions[@]}" "${floors[@]}"; do bin_args+=(--bin "$b"); done
+if rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu ||
+  rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1; then
+  say "cargo lambda build --release --arm64"
+  if PATH="$root/infra/.venv/bin:$PATH" CARGO_TARGET_DIR="$bench_target" nice -n "$nice_level" \
+    cargo lambda build --release --arm64 --lambda-dir "$bench_target/lambda-arm64" "${bin_args[@]}" \
+    >"$bench_target/lambda-arm64.log" 2>&1; then
+    sizes+=(--size "arm64 cargo lambda=$bench_target/lambda-arm64")
+  else
+    say "the arm64 build failed (log: $bench_target/lambda-arm64.log): x86_64 sizes only"
+  fi
+else
+  say "no aarch64-unknown-linux-gnu target (rustup target add failed): x86_64 sizes only"
+fi
+
+"$bench_target/release/bench" --bins "$bench_target/release" "${node_args[@]}" "${sizes[@]}" \
+  --logs "$bench_target/logs" --out "${BENCH_OUT:-$root/target/bench-results.json}"

@@ -1,0 +1,374 @@
+//! `bench`: the benchmarks of issue 7, run by `infra/bench.sh` (see BENCHMARKS.md).
+//!
+//! 1. cold start: each function and the floors (bare and SDK hello-worlds, Node 20 with the
+//!    v3 SDK) spawned interleaved against a loopback Lambda Runtime API;
+//! 2. peak resident memory over many invocations;
+//! 3. AWS calls per operation against DESIGN.md's floors;
+//! 4. bootstrap sizes (built by the script; measured here);
+//! 5. local end to end with the `local` provider, next to the emulator's own latency.
+//!
+//! Items 2 (for the functions), 3 and 5 need the emulator (`AWS_ENDPOINT_URL`).
+
+mod calls;
+mod e2e;
+mod events;
+mod process;
+mod report;
+mod runtime;
+mod stack;
+mod stats;
+mod webhook;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::process::Subject;
+use crate::report::{Results, SizeRow, Spawns};
+
+/// The functions, their memory sizes in template.yaml, in report order.
+pub const FUNCTIONS: &[(&str, u32)] = &[
+    ("auth", 256),
+    ("generate", 256),
+    ("webhook", 256),
+    ("worker", 512),
+];
+pub const HELLO_BARE: &str = "hello-bare";
+pub const HELLO_SDK: &str = "hello-sdk";
+pub const NODE: &str = "node20-sdk-v3";
+
+struct Options {
+    quick: bool,
+    bins: PathBuf,
+    node_dir: Option<PathBuf>,
+    spawns: usize,
+    invocations: usize,
+    sizes: Vec<(String, PathBuf)>,
+    out: Option<PathBuf>,
+    logs: PathBuf,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: bench --bins DIR [--quick] [--node-dir DIR] [--spawns N] [--invocations N]\n\
+         \x20            [--size LABEL=DIR]... [--out FILE.json] [--logs DIR]\n\
+         Run it through infra/bench.sh, which builds, starts the emulator and sets AWS_ENDPOINT_URL."
+    );
+    std::process::exit(2)
+}
+
+fn options() -> Options {
+    let mut args = std::env::args().skip(1);
+    let mut quick = false;
+    let mut bins = None;
+    let mut node_dir = None;
+    let mut spawns = None;
+    let mut invocations = None;
+    let mut sizes = Vec::new();
+    let mut out = None;
+    let mut logs = None;
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().unwrap_or_else(|| usage());
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--bins" => bins = Some(PathBuf::from(value())),
+            "--node-dir" => node_dir = Some(PathBuf::from(value())),
+            "--spawns" => spawns = Some(value().parse().unwrap_or_else(|_| usage())),
+            "--invocations" => invocations = Some(value().parse().unwrap_or_else(|_| usage())),
+            "--size" => {
+                let v = value();
+                let (label, dir) = v.split_once('=').unwrap_or_else(|| usage());
+                sizes.push((label.to_string(), PathBuf::from(dir)));
+            }
+            "--out" => out = Some(PathBuf::from(value())),
+            "--logs" => logs = Some(PathBuf::from(value())),
+            _ => usage(),
+        }
+    }
+    Options {
+        quick,
+        bins: bins.unwrap_or_else(|| usage()),
+        node_dir,
+        spawns: spawns.unwrap_or(if quick { 3 } else { 20 }),
+        invocations: invocations.unwrap_or(if quick { 50 } else { 1000 }),
+        sizes,
+        out,
+        logs: logs.unwrap_or_else(|| std::env::temp_dir().join("nb-bench-logs")),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let options = options();
+    std::fs::create_dir_all(&options.logs)?;
+    let emulator = std::env::var("AWS_ENDPOINT_URL").ok();
+    let mut results = Results::new(options.quick);
+
+    let floors = floor_subjects(&options)?;
+    let functions = function_subjects(&options.bins, &init_env())?;
+    if floors.iter().all(|s| s.name != NODE) {
+        results.notes.push(
+            "Node 20 was not measured (node or infra/bench/node/node_modules missing)".into(),
+        );
+    }
+
+    eprintln!(
+        "bench: cold start, {} spawns each, interleaved",
+        options.spawns
+    );
+    let subjects: Vec<(Subject, Bytes)> = floors
+        .iter()
+        .map(|s| {
+            (
+                s.clone(),
+                json_bytes(&events::http("GET", "/v1/models", None, None)),
+            )
+        })
+        .chain(functions.iter().map(|s| (s.clone(), cold_event(&s.name))))
+        .collect();
+    results.cold_start = cold_starts(&subjects, options.spawns, &options.logs).await?;
+
+    eprintln!(
+        "bench: peak memory, {} invocations each",
+        options.invocations
+    );
+    for subject in &floors {
+        let events =
+            vec![json_bytes(&events::http("GET", "/v1/models", None, None)); options.invocations];
+        let memory = process::memory(subject, events, &options.logs).await?;
+        results.memory.push(report::MemoryRow::new(
+            &subject.name,
+            "the same API Gateway event",
+            memory,
+        ));
+    }
+    if emulator.is_some() {
+        memory_of_functions(&options, &mut results).await?;
+    } else {
+        results
+            .notes
+            .push("AWS_ENDPOINT_URL is not set: the functions' memory, the AWS calls and the end-to-end run were skipped".into());
+    }
+
+    if emulator.is_some() {
+        eprintln!("bench: AWS calls per operation");
+        results.calls = calls::run().await?;
+        eprintln!("bench: local end to end");
+        let plan = if options.quick {
+            e2e::Plan {
+                sequential: 5,
+                burst: 20,
+                concurrency: 4,
+                floor_samples: 30,
+                time_limit: Duration::from_secs(30),
+            }
+        } else {
+            e2e::Plan {
+                sequential: 50,
+                burst: 300,
+                concurrency: 8,
+                floor_samples: 300,
+                time_limit: Duration::from_secs(180),
+            }
+        };
+        let (runs, floors) = e2e::run(&plan).await?;
+        results.e2e = runs;
+        results.emulator = floors;
+    }
+
+    for (label, dir) in &options.sizes {
+        for name in [HELLO_BARE, HELLO_SDK]
+            .into_iter()
+            .chain(FUNCTIONS.iter().map(|(n, _)| *n))
+        {
+            let path = [dir.join(name).join("bootstrap"), dir.join(name)]
+                .into_iter()
+                .find(|p| p.is_file());
+            if let Some(path) = path {
+                results.sizes.push(SizeRow {
+                    build: label.clone(),
+                    name: name.to_string(),
+                    bytes: std::fs::metadata(&path)?.len(),
+                });
+            }
+        }
+    }
+
+    let text = report::markdown(&results);
+    println!("{text}");
+    if let Some(out) = &options.out {
+        std::fs::write(out, serde_json::to_string_pretty(&results)?)
+            .with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(())
+}
+
+fn json_bytes(value: &Value) -> Bytes {
+    Bytes::from(value.to_string())
+}
+
+/// The first event of a cold start: answered without any AWS call.
+fn cold_event(function: &str) -> Bytes {
+    json_bytes(&match function {
+        // No token: 401 before any read.
+        "auth" => events::http("GET", "/v1/me", None, None),
+        "generate" => events::http("GET", "/v1/models", None, None),
+        "webhook" => events::http("GET", "/v1/products", None, None),
+        // A body that is no job: acknowledged without a call.
+        _ => events::sqs("bench-generations", &["Hello from SQS!".to_string()]),
+    })
+}
+
+/// The settings of a deployed function, with values that need no AWS call at cold start
+/// (secrets from the environment, as locally) and no endpoint override, as deployed.
+fn init_env() -> Vec<(String, String)> {
+    let queue = "https://sqs.us-east-1.amazonaws.com/123456789012/bench-generations";
+    [
+        ("TABLE_NAME", "bench".to_string()),
+        ("BUCKET_NAME", "bench-images".into()),
+        ("QUEUE_URL", queue.into()),
+        ("DLQ_URL", format!("{queue}-dlq")),
+        ("SESSION_SECRET", stack::session_secret()),
+        ("APP_ORIGINS", stack::APP_ORIGIN.into()),
+        ("MODEL_PROVIDERS", "*=local".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .chain(webhook::payment_env())
+    .collect()
+}
+
+fn floor_subjects(options: &Options) -> anyhow::Result<Vec<Subject>> {
+    let mut subjects = Vec::new();
+    for name in [HELLO_BARE, HELLO_SDK] {
+        subjects.push(Subject::rust(name, binary(&options.bins, name)?, 256));
+    }
+    if let Some(dir) = &options.node_dir
+        && dir.join("node_modules").is_dir()
+        && let Some(node) = which("node")
+    {
+        subjects.push(Subject::node(NODE, node, dir, "init.js"));
+    }
+    Ok(subjects)
+}
+
+fn function_subjects(bins: &Path, env: &[(String, String)]) -> anyhow::Result<Vec<Subject>> {
+    FUNCTIONS
+        .iter()
+        .map(|(name, memory)| {
+            Ok(Subject::rust(name, binary(bins, name)?, *memory)
+                // As template.yaml deploys them.
+                .with_env(&[("RUST_LOG".into(), "info".into())])
+                .with_env(env))
+        })
+        .collect()
+}
+
+fn binary(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let path = dir.join(name);
+    anyhow::ensure!(
+        path.is_file(),
+        "{} is missing: build it first (infra/bench.sh does)",
+        path.display()
+    );
+    Ok(path)
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(program))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Round-robin over the subjects, `spawns` rounds: every subject sees the same machine.
+async fn cold_starts(
+    subjects: &[(Subject, Bytes)],
+    spawns: usize,
+    logs: &Path,
+) -> anyhow::Result<Vec<Spawns>> {
+    let mut all: Vec<Spawns> = subjects.iter().map(|(s, _)| Spawns::new(&s.name)).collect();
+    // One untimed round first: page cache and dynamic loader warm for everyone alike.
+    for (subject, event) in subjects {
+        process::cold_start(subject, event, logs).await?;
+    }
+    for _ in 0..spawns {
+        for ((subject, event), spawns) in subjects.iter().zip(all.iter_mut()) {
+            let (timing, outcome) = process::cold_start(subject, event, logs).await?;
+            spawns.push(timing, outcome);
+        }
+    }
+    Ok(all)
+}
+
+/// Each function over `invocations` representative events against the emulator.
+async fn memory_of_functions(options: &Options, results: &mut Results) -> anyhow::Result<()> {
+    let stack = stack::Stack::new("memory").await?;
+    let env: Vec<(String, String)> = stack
+        .function_env()
+        .into_iter()
+        .chain(webhook::payment_env())
+        .collect();
+    let functions = function_subjects(&options.bins, &env)?;
+    let (token, user) = stack.user("memory@example.com", 10_000_000).await?;
+    let read = stack.generation(&token, user, 1).await?;
+    let count = options.invocations;
+    for subject in &functions {
+        let (events, what): (Vec<Value>, String) = match subject.name.as_str() {
+            "auth" => (
+                (0..count)
+                    .map(|i| match i % 3 {
+                        0 => events::http("GET", "/v1/me", Some(&token), None),
+                        1 => events::http("GET", "/v1/me/ledger", Some(&token), None),
+                        _ => events::http("GET", "/v1/me", None, None),
+                    })
+                    .collect(),
+                "GET /v1/me, GET /v1/me/ledger, GET /v1/me without a token, in turn".into(),
+            ),
+            "generate" => {
+                let body =
+                    serde_json::json!({"model": "nano-banana", "prompt": "a lighthouse at dawn"});
+                let one = format!("/v1/generations/{}", read.generation_id);
+                (
+                    (0..count)
+                        .map(|i| match i % 4 {
+                            0 => events::http("GET", "/v1/models", None, None),
+                            1 => events::http("POST", "/v1/generations", Some(&token), Some(&body)),
+                            2 => events::http("GET", &one, Some(&token), None),
+                            _ => events::http("GET", "/v1/generations", Some(&token), None),
+                        })
+                        .collect(),
+                    "GET /v1/models, POST /v1/generations, GET one, GET the list, in turn".into(),
+                )
+            }
+            "webhook" => webhook::memory_events(user, count),
+            _ => {
+                eprintln!("bench: accepting {count} generations (n = 4) for the worker");
+                let mut bodies = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let job = stack.generation(&token, user, 4).await?;
+                    bodies.push(events::sqs(&stack.names.queue, &[events::job_body(&job)]));
+                }
+                (
+                    bodies,
+                    "one SQS record per invocation: a generation at n = 4, `local` renderer".into(),
+                )
+            }
+        };
+        eprintln!("bench: memory of {}", subject.name);
+        let memory = process::memory(
+            subject,
+            events.iter().map(json_bytes).collect(),
+            &options.logs,
+        )
+        .await?;
+        results
+            .memory
+            .push(report::MemoryRow::new(&subject.name, &what, memory));
+    }
+    Ok(())
+}

@@ -1,0 +1,115 @@
+//! Business and technical metrics as CloudWatch Embedded Metric Format lines.
+//!
+//! One JSON line per event on stdout, which Lambda already ships to CloudWatch Logs, where
+//! EMF turns it into metrics: no API call, no buffer to flush, nothing on the request path
+//! but a formatted write. The names, units and dimensions are listed in the README.
+
+use std::io::Write;
+
+use serde_json::{Map, Value, json};
+
+/// Every metric of the service lives in this namespace.
+pub const NAMESPACE: &str = "NanoBananaPro";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Count,
+    Milliseconds,
+}
+
+impl Unit {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Count => "Count",
+            Self::Milliseconds => "Milliseconds",
+        }
+    }
+}
+
+/// The EMF document for one value of `name` with `dimensions`.
+pub fn document(
+    name: &str,
+    value: f64,
+    unit: Unit,
+    dimensions: &[(&str, &str)],
+    timestamp_ms: i64,
+) -> Value {
+    let mut root = Map::new();
+    root.insert(
+        "_aws".into(),
+        json!({
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [dimensions.iter().map(|(k, _)| *k).collect::<Vec<_>>()],
+                "Metrics": [{"Name": name, "Unit": unit.as_str()}],
+            }],
+        }),
+    );
+    for (key, value) in dimensions {
+        root.insert((*key).to_string(), Value::String((*value).to_string()));
+    }
+    root.insert(name.to_string(), json!(value));
+    Value::Object(root)
+}
+
+/// Emits one metric value now.
+pub fn emit(name: &str, value: f64, unit: Unit, dimensions: &[(&str, &str)]) {
+    let now = time::OffsetDateTime::now_utc();
+    let timestamp_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
+    let mut line = document(name, value, unit, dimensions, timestamp_ms).to_string();
+    line.push('\n');
+    // A metric lost to a closed stdout must never fail the request it describes.
+    let _ = std::io::stdout().lock().write_all(line.as_bytes());
+}
+
+/// Counts one occurrence (or `n`).
+pub fn count(name: &str, n: u64, dimensions: &[(&str, &str)]) {
+    emit(name, n as f64, Unit::Count, dimensions);
+}
+
+/// Records a duration.
+pub fn millis(name: &str, elapsed: std::time::Duration, dimensions: &[(&str, &str)]) {
+    emit(
+        name,
+        elapsed.as_secs_f64() * 1000.0,
+        Unit::Milliseconds,
+        dimensions,
+    );
+}
+
+/// The function's name under Lambda, `local` elsewhere.
+pub fn function_name() -> String {
+    std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "local".into())
+}
+
+/// Once per process, at cold start.
+pub fn cold_start() {
+    count("ColdStarts", 1, &[("Function", &function_name())]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_document_names_its_metric_dimensions_and_value() {
+        let doc = document(
+            "GenerationsAccepted",
+            1.0,
+            Unit::Count,
+            &[("Model", "nano-banana")],
+            42,
+        );
+        assert_eq!(doc["_aws"]["Timestamp"], 42);
+        let directive = &doc["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], NAMESPACE);
+        assert_eq!(directive["Dimensions"], json!([["Model"]]));
+        assert_eq!(
+            directive["Metrics"],
+            json!([{"Name": "GenerationsAccepted", "Unit": "Count"}])
+        );
+        assert_eq!(doc["Model"], "nano-banana");
+        assert_eq!(doc["GenerationsAccepted"], 1.0);
+    }
+}
