@@ -56,8 +56,13 @@ if [[ "$quick" == 1 ]]; then
   # The same build as infra/test.sh: a no-op after it.
   cargo build --quiet --workspace --bins
   bins="$target/debug"
-  "$bins/bench" --quick --bins "$bins" "${node_args[@]}" --logs "$target/bench-logs" \
-    --out "${BENCH_OUT:-$target/bench-results-quick.json}"
+  logs="$target/bench-logs"
+  mkdir -p "$logs"
+  # stdout: the metric lines the in-process services print; the report has its own file.
+  "$bins/bench" --quick --bins "$bins" "${node_args[@]}" --logs "$logs" \
+    --out "${BENCH_OUT:-$target/bench-results-quick.json}" --report "$logs/report.md" \
+    >"$logs/bench-stdout.log"
+  cat "$logs/report.md"
   exit 0
 fi
 
@@ -88,5 +93,13 @@ else
   say "no aarch64-unknown-linux-gnu target (rustup target add failed): x86_64 sizes only"
 fi
 
+logs="$bench_target/logs"
+mkdir -p "$logs"
+say "running (about 10 minutes)"
 "$bench_target/release/bench" --bins "$bench_target/release" "${node_args[@]}" "${sizes[@]}" \
-  --logs "$bench_target/logs" --out "${BENCH_OUT:-$root/target/bench-results.json}"
+  --logs "$logs" --out "${BENCH_OUT:-$root/target/bench-results.json}" --report "$logs/report.md" \
+  >"$logs/bench-stdout.log"
+echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB;" \
+  "$(date -u +%Y-%m-%d); commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!target' 2>/dev/null || echo ' + uncommitted changes')"
+echo
+cat "$logs/report.md"

@@ -26,6 +26,159 @@ impl Unit {
     }
 }
 
+/// One documented metric: the README's table is this list.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricSpec {
+    pub name: &'static str,
+    pub unit: Unit,
+    pub dimensions: &'static [&'static str],
+    pub meaning: &'static str,
+}
+
+const fn spec(
+    name: &'static str,
+    unit: Unit,
+    dimensions: &'static [&'static str],
+    meaning: &'static str,
+) -> MetricSpec {
+    MetricSpec {
+        name,
+        unit,
+        dimensions,
+        meaning,
+    }
+}
+
+/// Every metric the service emits.
+pub const CATALOG: &[MetricSpec] = &[
+    spec(
+        "SignUps",
+        Unit::Count,
+        &["Provider"],
+        "new users, by sign-in provider",
+    ),
+    spec(
+        "GenerationsAccepted",
+        Unit::Count,
+        &["Model"],
+        "generations charged and queued",
+    ),
+    spec(
+        "GenerationsSucceeded",
+        Unit::Count,
+        &["Model"],
+        "generations finished with at least one image",
+    ),
+    spec(
+        "GenerationsFailed",
+        Unit::Count,
+        &["Model"],
+        "generations finished with no image (fully refunded)",
+    ),
+    spec(
+        "GenerationsPartiallyRefunded",
+        Unit::Count,
+        &["Model"],
+        "succeeded with fewer images than asked",
+    ),
+    spec(
+        "CreditsSpent",
+        Unit::Count,
+        &["Model"],
+        "credits debited for generations",
+    ),
+    spec(
+        "CreditsRefunded",
+        Unit::Count,
+        &["Reason"],
+        "credits given back (generation, enqueue_failed)",
+    ),
+    spec(
+        "CreditsGranted",
+        Unit::Count,
+        &["Reason"],
+        "credits granted (signup_bonus, purchase, subscription)",
+    ),
+    spec(
+        "CreditsClawedBack",
+        Unit::Count,
+        &["Provider"],
+        "credits taken back for refunds and disputes",
+    ),
+    spec(
+        "Purchases",
+        Unit::Count,
+        &["Provider", "Product"],
+        "one-time purchases applied",
+    ),
+    spec(
+        "SubscriptionRenewals",
+        Unit::Count,
+        &["Provider", "Product"],
+        "subscription periods granted",
+    ),
+    spec(
+        "WebhookEvents",
+        Unit::Count,
+        &["Provider", "Outcome"],
+        "applied, duplicate, refused, unattributed, ignored",
+    ),
+    spec(
+        "RouteLatency",
+        Unit::Milliseconds,
+        &["Route"],
+        "time to answer, per route",
+    ),
+    spec(
+        "ServerErrors",
+        Unit::Count,
+        &["Route"],
+        "5xx answers, per route",
+    ),
+    spec(
+        "ProviderLatency",
+        Unit::Milliseconds,
+        &["Provider"],
+        "one image provider call",
+    ),
+    spec(
+        "ProviderFailures",
+        Unit::Count,
+        &["Provider", "Class"],
+        "failed provider calls, transient or permanent",
+    ),
+    spec(
+        "TransactionConflictRetries",
+        Unit::Count,
+        &[],
+        "DynamoDB transactions retried after TransactionConflict",
+    ),
+    spec(
+        "DlqArrivals",
+        Unit::Count,
+        &[],
+        "records the worker received from the DLQ",
+    ),
+    spec(
+        "SweeperRequeued",
+        Unit::Count,
+        &[],
+        "generations the sweeper sent again",
+    ),
+    spec(
+        "SweeperRefunds",
+        Unit::Count,
+        &[],
+        "generations the sweeper finished past their deadline",
+    ),
+    spec(
+        "ColdStarts",
+        Unit::Count,
+        &["Function"],
+        "function instances started",
+    ),
+];
+
 /// The EMF document for one value of `name` with `dimensions`.
 pub fn document(
     name: &str,
@@ -55,6 +208,15 @@ pub fn document(
 
 /// Emits one metric value now.
 pub fn emit(name: &str, value: f64, unit: Unit, dimensions: &[(&str, &str)]) {
+    debug_assert!(
+        CATALOG.iter().any(|m| m.name == name
+            && m.unit == unit
+            && m.dimensions
+                .iter()
+                .copied()
+                .eq(dimensions.iter().map(|(k, _)| *k))),
+        "metric {name} is not in the catalog with these dimensions"
+    );
     let now = time::OffsetDateTime::now_utc();
     let timestamp_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
     let mut line = document(name, value, unit, dimensions, timestamp_ms).to_string();
@@ -91,6 +253,40 @@ pub fn cold_start() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_catalogued_metric_makes_a_valid_emf_line() {
+        for metric in CATALOG {
+            let dimensions: Vec<(&str, &str)> =
+                metric.dimensions.iter().map(|d| (*d, "x")).collect();
+            let line = document(metric.name, 3.0, metric.unit, &dimensions, 1).to_string();
+            let parsed: Value = serde_json::from_str(&line).unwrap();
+            let directive = &parsed["_aws"]["CloudWatchMetrics"][0];
+            assert_eq!(directive["Namespace"], NAMESPACE);
+            assert_eq!(directive["Metrics"][0]["Name"], metric.name);
+            assert!(parsed[metric.name].is_number());
+            for d in metric.dimensions {
+                assert_eq!(
+                    parsed[*d], "x",
+                    "{}: dimension {d} has a value",
+                    metric.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_readme_lists_every_metric() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        for metric in CATALOG {
+            assert!(
+                readme.contains(&format!("`{}`", metric.name)),
+                "README lacks {}",
+                metric.name
+            );
+        }
+    }
 
     #[test]
     fn a_document_names_its_metric_dimensions_and_value() {

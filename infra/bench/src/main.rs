@@ -48,13 +48,14 @@ struct Options {
     invocations: usize,
     sizes: Vec<(String, PathBuf)>,
     out: Option<PathBuf>,
+    report: Option<PathBuf>,
     logs: PathBuf,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: bench --bins DIR [--quick] [--node-dir DIR] [--spawns N] [--invocations N]\n\
-         \x20            [--size LABEL=DIR]... [--out FILE.json] [--logs DIR]\n\
+         \x20            [--size LABEL=DIR]... [--out FILE.json] [--report FILE.md] [--logs DIR]\n\
          Run it through infra/bench.sh, which builds, starts the emulator and sets AWS_ENDPOINT_URL."
     );
     std::process::exit(2)
@@ -69,6 +70,7 @@ fn options() -> Options {
     let mut invocations = None;
     let mut sizes = Vec::new();
     let mut out = None;
+    let mut report = None;
     let mut logs = None;
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| usage());
@@ -84,6 +86,7 @@ fn options() -> Options {
                 sizes.push((label.to_string(), PathBuf::from(dir)));
             }
             "--out" => out = Some(PathBuf::from(value())),
+            "--report" => report = Some(PathBuf::from(value())),
             "--logs" => logs = Some(PathBuf::from(value())),
             _ => usage(),
         }
@@ -96,6 +99,7 @@ fn options() -> Options {
         invocations: invocations.unwrap_or(if quick { 50 } else { 1000 }),
         sizes,
         out,
+        report,
         logs: logs.unwrap_or_else(|| std::env::temp_dir().join("nb-bench-logs")),
     }
 }
@@ -197,8 +201,15 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
+    // The in-process services print their metrics (EMF lines) on stdout: the report goes
+    // to a file of its own when asked.
     let text = report::markdown(&results);
-    println!("{text}");
+    match &options.report {
+        Some(path) => {
+            std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => println!("{text}"),
+    }
     if let Some(out) = &options.out {
         std::fs::write(out, serde_json::to_string_pretty(&results)?)
             .with_context(|| format!("writing {}", out.display()))?;
@@ -314,7 +325,7 @@ async fn memory_of_functions(options: &Options, results: &mut Results) -> anyhow
         .chain(webhook::payment_env())
         .collect();
     let functions = function_subjects(&options.bins, &env)?;
-    let (token, user) = stack.user("memory@example.com", 10_000_000).await?;
+    let (token, user) = stack.user("memory@example.com", 1_000_000).await?;
     let read = stack.generation(&token, user, 1).await?;
     let count = options.invocations;
     for subject in &functions {
