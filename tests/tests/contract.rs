@@ -104,3 +104,27 @@ async fn the_dev_login_event_signs_in() {
     assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
     assert_eq!(answer.body["user"]["credits"], 10);
 }
+
+#[tokio::test]
+async fn every_template_route_is_served_by_the_routers() {
+    let stack = stack("routes", |_| {}).await;
+    let id = shared::domain::GenerationId::new().to_string();
+
+    for (method, path) in template_routes() {
+        let concrete = path.replace("{provider}", "google").replace("{id}", &id);
+        let request = axum::http::Request::builder()
+            .method(method.as_str())
+            .uri(&concrete)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let answer = send(&stack.router, request).await;
+        // Unknown routes fall back to 404 with this detail; wrong methods to a 400.
+        let fell_back = answer.status == StatusCode::NOT_FOUND && answer.body["detail"] == "no such resource" && !concrete.contains(&id);
+        assert!(!fell_back, "{method} {path} is not routed");
+        assert_ne!(answer.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        assert!(
+            !(answer.status == StatusCode::BAD_REQUEST && answer.body["detail"] == "method not allowed for this path"),
+            "{method} {path} is routed for another method only"
+        );
+    }
+}
