@@ -293,6 +293,8 @@ fn every_subcommand_has_help() {
         vec!["generation", "show", "--help"],
         vec!["generation", "refund", "--help"],
         vec!["dlq", "replay", "--help"],
+        vec!["events", "list", "--help"],
+        vec!["events", "replay", "--help"],
         vec!["user", "show", "--help"],
     ] {
         let out = std::process::Command::new(&binary)

@@ -265,10 +265,10 @@ async fn a_google_login_creates_the_user_once_with_the_bonus_and_pkce() {
     assert_eq!(me_b["credits"], 10);
     assert_eq!(me_b["email"], "g-100@gmail.example");
     assert_eq!(stack.ledger(&b).await.len(), 1);
-    let recorded = fake.lock().unwrap();
-    let exchange = recorded.token_requests[0].clone();
-    let jwks_fetches = recorded.jwks_fetches;
-    drop(recorded);
+    let (exchange, jwks_fetches) = {
+        let recorded = fake.lock().unwrap();
+        (recorded.token_requests[0].clone(), recorded.jwks_fetches)
+    };
     let verifier = &exchange["code_verifier"];
     assert_eq!(
         exchange["redirect_uri"],
@@ -456,7 +456,8 @@ async fn id_tokens_that_are_not_googles_for_us_are_refused_with_nothing_written(
         edit(&mut c);
         id_token(c)
     };
-    let cases: Vec<(&str, Box<dyn Fn(&str) -> String>)> = vec![
+    type MakeToken = Box<dyn Fn(&str) -> String>;
+    let cases: Vec<(&str, MakeToken)> = vec![
         (
             "wrong aud",
             Box::new(move |n: &str| with(&|c| c["aud"] = json!("someone-else"), n)),

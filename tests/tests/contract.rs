@@ -119,11 +119,18 @@ async fn every_template_route_is_served_by_the_routers() {
             .unwrap();
         let answer = send(&stack.router, request).await;
         // Unknown routes fall back to 404 with this detail; wrong methods to a 400.
-        let fell_back = answer.status == StatusCode::NOT_FOUND && answer.body["detail"] == "no such resource" && !concrete.contains(&id);
+        let fell_back = answer.status == StatusCode::NOT_FOUND
+            && answer.body["detail"] == "no such resource"
+            && !concrete.contains(&id);
         assert!(!fell_back, "{method} {path} is not routed");
-        assert_ne!(answer.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        assert_ne!(
+            answer.status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
         assert!(
-            !(answer.status == StatusCode::BAD_REQUEST && answer.body["detail"] == "method not allowed for this path"),
+            !(answer.status == StatusCode::BAD_REQUEST
+                && answer.body["detail"] == "method not allowed for this path"),
             "{method} {path} is routed for another method only"
         );
     }

@@ -1264,6 +1264,48 @@ async fn an_operator_can_replay_an_unattributable_event_to_a_named_user() {
     assert_eq!(pay.me().await["subscription"]["status"], "active");
 }
 
+#[tokio::test]
+async fn the_admin_command_lists_and_replays_an_unattributed_event_once_even_when_run_twice() {
+    let pay = pay_stack("pay-admin-replay").await;
+    let orphan = Invoice {
+        user: None,
+        ..paid_period(&pay.user, "sub_admin", "cus_nobody", 0)
+    };
+    pay.stripe(&orphan.event("evt_admin", "invoice.paid")).await;
+    let settings = &pay.stack.services.settings;
+    let admin = admin::Admin {
+        store: pay.stack.services.store.clone(),
+        queue: shared::aws::sqs::JobQueue::new(
+            pay.stack.clients.sqs.clone(),
+            settings.queue_url.clone(),
+        ),
+        queue_url: settings.queue_url.clone(),
+        dlq_url: settings.dlq_url.clone(),
+    };
+
+    let listed = admin.unattributed_events(10).await.unwrap();
+    let without_user = admin
+        .replay_event(Provider::Stripe, "evt_admin", None)
+        .await
+        .unwrap();
+    let first = admin
+        .replay_event(Provider::Stripe, "evt_admin", Some(pay.user_id()))
+        .await
+        .unwrap();
+    let second = admin
+        .replay_event(Provider::Stripe, "evt_admin", Some(pay.user_id()))
+        .await
+        .unwrap();
+
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].event_id, "evt_admin");
+    assert_eq!(without_user, admin::ReplayOutcome::StillUnattributed);
+    assert_eq!(first, admin::ReplayOutcome::Applied);
+    assert_eq!(second, admin::ReplayOutcome::NotStored);
+    assert_eq!(pay.balance().await, 610);
+    assert!(admin.unattributed_events(10).await.unwrap().is_empty());
+}
+
 // ---------------------------------------------------------------- checkout and portal
 
 fn checkout_body(product: &str, provider: &str) -> Value {

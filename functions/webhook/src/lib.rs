@@ -268,6 +268,7 @@ async fn raw_body(body: Body) -> Result<Bytes, ApiError> {
 
 fn signature_refused(provider: Provider, error: VerifyError) -> ApiError {
     tracing::warn!(%provider, reason = %error, "webhook refused: bad signature");
+    count_event(provider, "refused");
     ApiError::invalid(format!("webhook signature refused: {error}"))
 }
 
@@ -281,9 +282,18 @@ fn event_unreadable(provider: Provider, error: ParseError) -> ApiError {
         }
         other => {
             tracing::warn!(%provider, reason = %other, "webhook refused: unreadable event");
+            count_event(provider, "refused");
             ApiError::invalid(other.to_string())
         }
     }
+}
+
+fn count_event(provider: Provider, outcome: &str) {
+    shared::metrics::count(
+        "WebhookEvents",
+        1,
+        &[("Provider", provider.as_str()), ("Outcome", outcome)],
+    );
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -301,9 +311,13 @@ async fn receive(services: &Services, event: PaymentEvent) -> Result<Json<Ack>, 
         outcome = ?outcome,
         "webhook received"
     );
-    if outcome == EventOutcome::Duplicate {
-        tracing::info!(event_id = %event.id, "duplicate delivery: nothing changed");
-    }
+    let outcome = match outcome {
+        EventOutcome::Applied => "applied",
+        EventOutcome::Duplicate => "duplicate",
+        EventOutcome::Ignored => "ignored",
+        EventOutcome::Unattributed => "unattributed",
+    };
+    count_event(event.provider, outcome);
     Ok(Json(Ack { received: true }))
 }
 

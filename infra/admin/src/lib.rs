@@ -6,13 +6,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use shared::aws::Clients;
+use shared::aws::dynamo::payments::{EventOutcome, UnattributedEvent};
 use shared::aws::dynamo::work::Finisher;
-use shared::aws::dynamo::{Applied, BalanceChange, DynamoStore};
+use shared::aws::dynamo::{Applied, BalanceChange, DynamoStore, StoreError};
 use shared::aws::sqs::JobQueue;
 use shared::domain::generation::{Generation, GenerationError};
 use shared::domain::ledger::LedgerEntry;
 use shared::domain::user::User;
 use shared::domain::{GenerationId, LedgerId, UserId};
+use shared::payments::Provider;
 
 /// Where the tool points.
 pub struct Admin {
@@ -41,6 +43,20 @@ pub enum GrantOutcome {
     Applied(LedgerId),
     AlreadyApplied,
     DryRun,
+}
+
+/// What replaying a stored payment event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayOutcome {
+    Applied,
+    /// Its effect was applied before (by a delivery or an earlier replay).
+    AlreadyApplied,
+    /// An event type that moves nothing.
+    Ignored,
+    /// Still no user: name one with `--user`.
+    StillUnattributed,
+    /// Nothing stored under that id (never stored, or replayed already).
+    NotStored,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,6 +236,31 @@ impl Admin {
             return Ok(0);
         }
         Ok(self.queue.move_messages(dlq, &self.queue_url, max).await?)
+    }
+
+    /// Payment events stored because no user could be found for them.
+    pub async fn unattributed_events(&self, limit: i32) -> anyhow::Result<Vec<UnattributedEvent>> {
+        Ok(self.store.unattributed_events(limit).await?)
+    }
+
+    /// Applies a stored payment event once, through the webhook's own code: to `user` if
+    /// given (the operator's decision), else by attribution again.
+    pub async fn replay_event(
+        &self,
+        provider: Provider,
+        event_id: &str,
+        user: Option<UserId>,
+    ) -> anyhow::Result<ReplayOutcome> {
+        Ok(
+            match self.store.replay_event(provider, event_id, user).await {
+                Ok(EventOutcome::Applied) => ReplayOutcome::Applied,
+                Ok(EventOutcome::Duplicate) => ReplayOutcome::AlreadyApplied,
+                Ok(EventOutcome::Ignored) => ReplayOutcome::Ignored,
+                Ok(EventOutcome::Unattributed) => ReplayOutcome::StillUnattributed,
+                Err(StoreError::NotFound) => ReplayOutcome::NotStored,
+                Err(e) => return Err(e.into()),
+            },
+        )
     }
 
     /// A user by id (`usr_…`) or email, with the last 10 ledger rows.

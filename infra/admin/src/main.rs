@@ -5,9 +5,10 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use admin::{Admin, GrantOutcome, RefundOutcome};
+use admin::{Admin, GrantOutcome, RefundOutcome, ReplayOutcome};
 use clap::{Parser, Subcommand};
 use shared::domain::{GenerationId, UserId};
+use shared::payments::Provider;
 
 #[derive(Parser)]
 #[command(
@@ -71,6 +72,11 @@ enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
+    /// Payment events that could not be attributed to a user.
+    Events {
+        #[command(subcommand)]
+        action: EventsAction,
+    },
     /// Look a user up by id or email.
     User {
         #[command(subcommand)]
@@ -96,6 +102,26 @@ enum DlqAction {
     Replay {
         #[arg(long, default_value_t = 1000)]
         max: usize,
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventsAction {
+    /// List the stored events, oldest first.
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: i32,
+    },
+    /// Apply a stored event once, after fixing its cause.
+    Replay {
+        /// stripe or creem
+        provider: String,
+        event_id: String,
+        /// Apply it to this user (else attribution is tried again).
+        #[arg(long)]
+        user: Option<String>,
         #[arg(long)]
         dry_run: bool,
     },
@@ -225,6 +251,50 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("moved {moved} message(s) from the DLQ to the queue");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Events {
+            action: EventsAction::List { limit },
+        } => {
+            let events = admin.unattributed_events(limit).await?;
+            for e in &events {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    e.provider, e.event_id, e.event_type, e.received_at, e.reason
+                );
+            }
+            println!("{} stored event(s)", events.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Events {
+            action:
+                EventsAction::Replay {
+                    provider,
+                    event_id,
+                    user,
+                    dry_run,
+                },
+        } => {
+            let provider = Provider::parse(&provider)
+                .ok_or_else(|| anyhow::anyhow!("provider must be stripe or creem"))?;
+            let user = user.map(|u| UserId::parse(&u)).transpose()?;
+            if dry_run {
+                println!("dry run: would replay {provider} {event_id}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            match admin.replay_event(provider, &event_id, user).await? {
+                ReplayOutcome::Applied => println!("applied {event_id}"),
+                ReplayOutcome::AlreadyApplied => {
+                    println!("{event_id} was applied before: nothing changed")
+                }
+                ReplayOutcome::Ignored => println!("{event_id} moves nothing: removed"),
+                ReplayOutcome::NotStored => {
+                    println!("no stored event {event_id}: nothing to replay")
+                }
+                ReplayOutcome::StillUnattributed => {
+                    anyhow::bail!("still no user for {event_id}: name one with --user")
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::User {
             action: UserAction::Show { who },
         } => match admin.user_report(&who).await? {
@@ -234,6 +304,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "{} email={:?} name={:?} credits={} created={}",
                     u.id, u.email, u.name, u.credits, u.created_at
                 );
+                match &u.subscription {
+                    Some(s) => println!("  subscription: {s:?}"),
+                    None => println!("  subscription: none"),
+                }
                 for row in report.recent_ledger {
                     println!(
                         "  {} {:+} {} ref={} at={}",

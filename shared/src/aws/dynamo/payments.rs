@@ -318,9 +318,48 @@ struct State {
 
 /// A planned transaction, or why the event cannot be applied.
 enum Plan {
-    Write(Tx),
+    Write(Planned),
     Unattributed(String),
     Ignored(String),
+}
+
+/// A transaction and what it will have done once written.
+#[derive(Default)]
+struct Planned {
+    tx: Tx,
+    tally: Tally,
+}
+
+/// What a planned transaction does, for the metrics emitted once it is written.
+#[derive(Default)]
+struct Tally {
+    /// A one-time purchase or a subscription period granted: (metric, product).
+    sale: Option<(&'static str, &'static str)>,
+    granted: Vec<(LedgerReason, i64)>,
+    clawed_back: i64,
+}
+
+impl Tally {
+    fn emit(&self, provider: Provider) {
+        let provider = provider.as_str();
+        if let Some((metric, product)) = self.sale {
+            crate::metrics::count(metric, 1, &[("Provider", provider), ("Product", product)]);
+        }
+        for (reason, credits) in &self.granted {
+            crate::metrics::count(
+                "CreditsGranted",
+                *credits as u64,
+                &[("Reason", reason.as_str())],
+            );
+        }
+        if self.clawed_back > 0 {
+            crate::metrics::count(
+                "CreditsClawedBack",
+                self.clawed_back as u64,
+                &[("Provider", provider)],
+            );
+        }
+    }
 }
 
 impl DynamoStore {
@@ -462,8 +501,8 @@ impl DynamoStore {
             if state.recorded {
                 return Ok(EventOutcome::Duplicate);
             }
-            let tx = match self.plan(event, &state, now)? {
-                Plan::Write(tx) => tx,
+            let planned = match self.plan(event, &state, now)? {
+                Plan::Write(planned) => planned,
                 Plan::Ignored(why) => {
                     tracing::info!(event_id = %event.id, event_type = %event.event_type, why, "payment event ignored");
                     return Ok(EventOutcome::Ignored);
@@ -480,14 +519,9 @@ impl DynamoStore {
                     return Ok(EventOutcome::Unattributed);
                 }
             };
-            match self.execute(tx).await {
+            match self.execute(planned.tx).await {
                 Ok(()) => {
-                    tracing::info!(
-                        provider = %event.provider,
-                        event_id = %event.id,
-                        event_type = %event.event_type,
-                        "payment event applied"
-                    );
+                    planned.tally.emit(event.provider);
                     return Ok(EventOutcome::Applied);
                 }
                 Err(StoreError::AlreadyApplied) => return Ok(EventOutcome::Duplicate),
@@ -652,7 +686,8 @@ impl DynamoStore {
         state: &State,
         now: OffsetDateTime,
     ) -> Result<Plan, StoreError> {
-        let mut tx = Tx::default();
+        let mut p = Planned::default();
+        let tx = &mut p.tx;
         let record = EventRecord {
             pk: event_pk(event.provider, &event.id),
             sk: "EVENT".into(),
@@ -672,8 +707,8 @@ impl DynamoStore {
                 let Some(user) = state.user else {
                     return Ok(Plan::Unattributed("no user for the purchase".into()));
                 };
-                self.plan_purchase(&mut tx, provider, purchase, user, state, now)?;
-                self.plan_customer(&mut tx, provider, &purchase.payer, user, state, now);
+                self.plan_purchase(&mut p, provider, purchase, user, state, now)?;
+                self.plan_customer(&mut p.tx, provider, &purchase.payer, user, state, now);
             }
             Effect::SubscriptionCheckout(payer) => {
                 let Some(user) = state.user else {
@@ -681,7 +716,7 @@ impl DynamoStore {
                         "a subscription checkout without a known user grants nothing".into(),
                     ));
                 };
-                self.plan_customer(&mut tx, provider, payer, user, state, now);
+                self.plan_customer(&mut p.tx, provider, payer, user, state, now);
             }
             Effect::PeriodPaid(period) => {
                 let Some(user) = state.user else {
@@ -689,31 +724,31 @@ impl DynamoStore {
                         "no user for the subscription payment".into(),
                     ));
                 };
-                self.plan_period(&mut tx, event, period, user, state, now)?;
-                self.plan_customer(&mut tx, provider, &period.payer, user, state, now);
+                self.plan_period(&mut p, event, period, user, state, now)?;
+                self.plan_customer(&mut p.tx, provider, &period.payer, user, state, now);
             }
             Effect::SubscriptionChanged(change) => {
                 let Some(user) = state.user else {
                     return Ok(Plan::Unattributed("no user for the subscription".into()));
                 };
                 let next = self.next_subscription(event, change, state, now);
-                self.push_profile(&mut tx, user, 0, None, next.as_ref(), state, now)?;
-                self.plan_customer(&mut tx, provider, &change.payer, user, state, now);
+                self.push_profile(&mut p.tx, user, 0, None, next.as_ref(), state, now)?;
+                self.plan_customer(&mut p.tx, provider, &change.payer, user, state, now);
             }
-            Effect::Refund(refund) => self.plan_refund(&mut tx, provider, refund, state, now)?,
+            Effect::Refund(refund) => self.plan_refund(&mut p, provider, refund, state, now)?,
             Effect::DisputeOpened(dispute) => {
-                self.plan_dispute(&mut tx, provider, dispute, state, now)?
+                self.plan_dispute(&mut p, provider, dispute, state, now)?
             }
             Effect::DisputeClosed(closed) => {
-                self.plan_dispute_closed(&mut tx, provider, closed, state, now)?
+                self.plan_dispute_closed(&mut p, provider, closed, state, now)?
             }
         }
-        Ok(Plan::Write(tx))
+        Ok(Plan::Write(p))
     }
 
     fn plan_purchase(
         &self,
-        tx: &mut Tx,
+        p: &mut Planned,
         provider: Provider,
         purchase: &Purchase,
         user: UserId,
@@ -739,7 +774,7 @@ impl DynamoStore {
         order.credits = if grants { product.credits().get() } else { 0 };
         order.amount = purchase.amount;
         order.currency = purchase.currency.clone();
-        self.push_order(tx, order, state.order.as_ref(), now);
+        self.push_order(&mut p.tx, order, state.order.as_ref(), now);
         if grants {
             let change = BalanceChange::grant(
                 user,
@@ -747,14 +782,18 @@ impl DynamoStore {
                 LedgerReason::Purchase,
                 &purchase.payment_id,
             );
-            self.push_change(tx, &change, None, false, now);
+            self.push_change(&mut p.tx, &change, None, false, now);
+            p.tally.sale = Some(("Purchases", product.id));
+            p.tally
+                .granted
+                .push((LedgerReason::Purchase, product.credits().get()));
         }
         Ok(())
     }
 
     fn plan_period(
         &self,
-        tx: &mut Tx,
+        p: &mut Planned,
         event: &PaymentEvent,
         period: &PeriodPaid,
         user: UserId,
@@ -785,7 +824,7 @@ impl DynamoStore {
                 event_id: event.id.clone(),
                 created_at: rfc3339(now),
             };
-            tx.push(
+            p.tx.push(
                 put_new(&self.table, to_item(&grant)),
                 Role::Named("period grant"),
             );
@@ -805,7 +844,7 @@ impl DynamoStore {
                     granted_before.unwrap_or(credits)
                 };
                 order.amount = period.amount;
-                self.push_order(tx, order, existing, now);
+                self.push_order(&mut p.tx, order, existing, now);
             }
         }
         let change = SubscriptionState {
@@ -822,7 +861,11 @@ impl DynamoStore {
         let next = self.next_subscription(event, &change, state, now);
         let reference = format!("{}#{}", period.subscription_id, period.period_start);
         let grant = (credits > 0).then_some((LedgerReason::Subscription, reference.as_str()));
-        self.push_profile(tx, user, credits, grant, next.as_ref(), state, now)
+        if credits > 0 {
+            p.tally.sale = Some(("SubscriptionRenewals", product.id));
+            p.tally.granted.push((LedgerReason::Subscription, credits));
+        }
+        self.push_profile(&mut p.tx, user, credits, grant, next.as_ref(), state, now)
     }
 
     /// The subscription item after `change`, if the event is newer than what is recorded
@@ -1004,7 +1047,7 @@ impl DynamoStore {
 
     fn plan_refund(
         &self,
-        tx: &mut Tx,
+        p: &mut Planned,
         provider: Provider,
         refund: &Refund,
         state: &State,
@@ -1041,19 +1084,20 @@ impl DynamoStore {
                     Credits::new(take).map_err(|e| StoreError::Internal(e.into()))?,
                     &refund.payment_id,
                 );
-                self.push_change(tx, &change, None, false, now);
+                self.push_change(&mut p.tx, &change, None, false, now);
+                p.tally.clawed_back += take;
                 order.refund_clawed += take;
             }
         } else {
             tracing::warn!(payment_id = %refund.payment_id, "a refund before its purchase: tombstone kept");
         }
-        self.push_order(tx, order, state.order.as_ref(), now);
+        self.push_order(&mut p.tx, order, state.order.as_ref(), now);
         Ok(())
     }
 
     fn plan_dispute(
         &self,
-        tx: &mut Tx,
+        p: &mut Planned,
         provider: Provider,
         dispute: &Dispute,
         state: &State,
@@ -1082,7 +1126,8 @@ impl DynamoStore {
                     Credits::new(take).map_err(|e| StoreError::Internal(e.into()))?,
                     &dispute.payment_id,
                 );
-                self.push_change(tx, &change, None, false, now);
+                self.push_change(&mut p.tx, &change, None, false, now);
+                p.tally.clawed_back += take;
                 clawed = take;
             }
         }
@@ -1094,13 +1139,13 @@ impl DynamoStore {
                 status: "open".into(),
             },
         );
-        self.push_order(tx, order, state.order.as_ref(), now);
+        self.push_order(&mut p.tx, order, state.order.as_ref(), now);
         Ok(())
     }
 
     fn plan_dispute_closed(
         &self,
-        tx: &mut Tx,
+        p: &mut Planned,
         provider: Provider,
         closed: &DisputeClosed,
         state: &State,
@@ -1122,7 +1167,7 @@ impl DynamoStore {
                     status: status.into(),
                 },
             );
-            self.push_order(tx, order, None, now);
+            self.push_order(&mut p.tx, order, None, now);
             return Ok(());
         };
         let mut order = existing.clone();
@@ -1147,11 +1192,14 @@ impl DynamoStore {
                 LedgerReason::Purchase,
                 &closed.payment_id,
             );
-            self.push_change(tx, &change, None, false, now);
+            self.push_change(&mut p.tx, &change, None, false, now);
+            p.tally
+                .granted
+                .push((LedgerReason::Purchase, record.clawed));
             record.clawed = 0;
         }
         record.status = status.into();
-        self.push_order(tx, order, Some(existing), now);
+        self.push_order(&mut p.tx, order, Some(existing), now);
         Ok(())
     }
 

@@ -252,7 +252,7 @@ impl DynamoStore {
             .table_name(&self.table)
             .set_key(Some(item_key(keys::user_pk(user), PROFILE)))
             .update_expression(
-                "SET #n = :gone, deleted_at = :now, session_version = session_version + :one, identities = :none REMOVE email, avatar_url, subscription",
+                "SET #n = :gone, deleted_at = :now, session_version = session_version + :one, identities = :none REMOVE email, avatar_url, subscription, subscription_key",
             )
             .condition_expression("session_version = :sv")
             .expression_attribute_names("#n", "name")
