@@ -399,3 +399,31 @@ async fn the_scheduled_event_runs_the_sweeper() {
 
     assert_eq!(answer, json!({"requeued": 0, "finished": 0}));
 }
+
+#[tokio::test]
+async fn images_that_would_start_past_the_record_budget_are_left_for_the_next_delivery() {
+    let stack = stack("w-budget", |_| {}).await;
+    let provider = scripted(|_, _| {
+        std::thread::sleep(Duration::from_millis(1200));
+        Ok(png(8, 8))
+    });
+    let worker = worker_for(&stack, serving(&provider), |c| {
+        c.images_in_parallel = 1;
+        c.record_budget = Duration::from_millis(1800);
+    });
+    let (token, job) = accepted(&stack, "budget@example.com", 2).await;
+
+    let first = worker
+        .handle_sqs(sqs_event(&stack, std::slice::from_ref(&job), false))
+        .await;
+
+    assert_eq!(
+        first.batch_item_failures.len(),
+        1,
+        "the rest is retried, not cut off"
+    );
+    assert_eq!(provider.calls.load(Ordering::SeqCst), 1);
+    let partial = generation(&stack, &token, &job).await;
+    assert_eq!(partial["status"], "running");
+    assert_eq!(partial["images"].as_array().unwrap().len(), 1);
+}

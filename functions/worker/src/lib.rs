@@ -41,8 +41,12 @@ pub struct WorkerConfig {
     pub max_attempts: u32,
     pub records_in_parallel: usize,
     pub images_in_parallel: usize,
-    /// Budget for one image, polling included; under the function timeout.
+    /// Budget for one image, polling included.
     pub provider_timeout: Duration,
+    /// Budget for all of one record's provider calls: under the function timeout (180 s),
+    /// with room left to store the images and finish. A call that would start past it is
+    /// left for the next delivery (a transient failure), so no invocation is cut off.
+    pub record_budget: Duration,
     /// A generation queued this long without a worker is sent again.
     pub requeue_after: Duration,
 }
@@ -56,8 +60,9 @@ impl WorkerConfig {
             deadline: settings.generation_deadline,
             max_attempts: 5,
             records_in_parallel: 4,
-            images_in_parallel: 2,
+            images_in_parallel: 4,
             provider_timeout: providers::PROVIDER_TIMEOUT,
+            record_budget: Duration::from_secs(150),
             requeue_after: Duration::from_secs(120),
         }
     }
@@ -370,10 +375,20 @@ impl Worker {
         let missing: Vec<u32> = (0..generation.n).filter(|i| !have.contains(i)).collect();
         let aspect_ratio =
             AspectRatio::parse(&generation.aspect_ratio).unwrap_or(AspectRatio::SQUARE);
+        let deadline = tokio::time::Instant::now() + self.config.record_budget;
         let attempts = futures_util::stream::iter(missing)
             .map(|index| {
                 let provider = provider.clone();
                 async move {
+                    let budget = self
+                        .config
+                        .provider_timeout
+                        .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+                    if budget < Duration::from_secs(1) {
+                        return Err(Failure::Provider(ProviderError::Transient(
+                            "out of time in this invocation".into(),
+                        )));
+                    }
                     let request = ImageRequest {
                         model: &generation.model,
                         prompt: &generation.prompt,
@@ -382,15 +397,11 @@ impl Worker {
                         index,
                     };
                     let started = std::time::Instant::now();
-                    let result = match tokio::time::timeout(
-                        self.config.provider_timeout,
-                        provider.generate(&request),
-                    )
-                    .await
-                    {
-                        Ok(result) => result,
-                        Err(_) => Err(ProviderError::Transient("timed out".into())),
-                    };
+                    let result =
+                        match tokio::time::timeout(budget, provider.generate(&request)).await {
+                            Ok(result) => result,
+                            Err(_) => Err(ProviderError::Transient("timed out".into())),
+                        };
                     tracing::info!(
                         provider = provider.name(),
                         index,
