@@ -321,8 +321,9 @@ async fn a_dlq_record_of_a_generation_never_run_fails_it_and_refunds() {
 async fn the_sweeper_sends_again_a_generation_whose_message_was_never_sent() {
     let stack = stack("w-sweep-send", |_| {}).await;
     let provider = scripted(|_, _| Ok(png(8, 8)));
+    // A second's wait: the requeue marker has whole-second resolution.
     let worker = worker_for(&stack, serving(&provider), |c| {
-        c.requeue_after = Duration::ZERO
+        c.requeue_after = Duration::from_secs(1)
     });
     let (_token, _job) = accepted(&stack, "sweep@example.com", 1).await;
     // The request's own message stands for the one a crash lost: drain it.
@@ -336,7 +337,7 @@ async fn the_sweeper_sends_again_a_generation_whose_message_was_never_sent() {
         .await
         .unwrap();
     assert_eq!(received.messages().len(), 1);
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
 
     let first = worker.sweep().await.unwrap();
     let second = worker.sweep().await.unwrap();

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::keys::{self, PK, PROFILE, SK};
-use super::ledger::{BalanceChange, number, put_new, rfc3339};
+use super::ledger::{BalanceChange, number, parse_time, put_new, rfc3339};
 use super::tx::{Role, Tx};
 use super::users::{Item, decode_cursor, from_item, item_key, to_item};
 use super::{DynamoStore, StoreError, sdk_error};
@@ -91,11 +91,6 @@ pub(crate) struct GenerationItem {
     pub lease_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requeued_at: Option<i64>,
-}
-
-fn parse_time(text: &str) -> OffsetDateTime {
-    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 impl GenerationItem {

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 use super::keys::{self, LEDGER_PREFIX, PK, PROFILE, SK};
 use super::tx::{Role, Tx};
-use super::{DynamoStore, StoreError, sdk_error};
+use super::{DynamoStore, StoreError};
 use crate::domain::ledger::{LedgerEntry, LedgerReason};
 use crate::domain::{Credits, LedgerId, UserId};
 
@@ -121,6 +121,13 @@ struct LedgerRow {
     created_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     note: Option<String>,
+}
+
+/// Our own timestamps read back; one we did not write reads as the epoch rather than
+/// failing a whole listing.
+pub(crate) fn parse_time(text: &str) -> OffsetDateTime {
+    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 pub(crate) fn rfc3339(at: OffsetDateTime) -> String {
@@ -260,11 +267,7 @@ impl DynamoStore {
                 delta: r.delta,
                 reason: r.reason,
                 reference: r.reference,
-                created_at: OffsetDateTime::parse(
-                    &r.created_at,
-                    &time::format_description::well_known::Rfc3339,
-                )
-                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+                created_at: parse_time(&r.created_at),
             })
             .collect();
         Ok((entries, next))
@@ -272,34 +275,21 @@ impl DynamoStore {
 
     /// The sum of a user's ledger deltas (invariant 1 says it equals the balance).
     pub async fn ledger_sum(&self, user: UserId) -> Result<i64, StoreError> {
-        let mut sum = 0;
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
-                .expression_attribute_values(":pk", AttributeValue::S(keys::user_pk(user)))
-                .expression_attribute_values(":p", AttributeValue::S(LEDGER_PREFIX.into()))
-                .projection_expression("delta")
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(sdk_error)?;
-            for item in out.items() {
-                sum += item
-                    .get("delta")
-                    .and_then(|v| v.as_n().ok())
-                    .and_then(|n| n.parse::<i64>().ok())
-                    .unwrap_or(0);
-            }
-            match out.last_evaluated_key {
-                Some(key) => start = Some(key),
-                None => return Ok(sum),
-            }
-        }
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+            .expression_attribute_values(":pk", AttributeValue::S(keys::user_pk(user)))
+            .expression_attribute_values(":p", AttributeValue::S(LEDGER_PREFIX.into()))
+            .projection_expression("delta")
+            .consistent_read(true);
+        Ok(self
+            .query_all(query)
+            .await?
+            .iter()
+            .filter_map(|item| item.get("delta")?.as_n().ok()?.parse::<i64>().ok())
+            .sum())
     }
 }
 

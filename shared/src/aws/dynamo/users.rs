@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::keys::{self, IDENTITY, PK, PROFILE, SK};
-use super::ledger::{put_new, rfc3339};
+use super::ledger::{parse_time, put_new, rfc3339};
 use super::tx::{Role, Tx};
 use super::{DynamoStore, StoreError, sdk_error};
 use crate::domain::UserId;
@@ -69,11 +69,7 @@ impl UserItem {
             credits: self.credits,
             session_version: self.session_version,
             subscription: self.subscription,
-            created_at: OffsetDateTime::parse(
-                &self.created_at,
-                &time::format_description::well_known::Rfc3339,
-            )
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+            created_at: parse_time(&self.created_at),
         }
     }
 }
@@ -211,39 +207,28 @@ impl DynamoStore {
             return Err(StoreError::SessionRevoked);
         }
         // Personal content first: retried safely if the last step fails.
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", AttributeValue::S(keys::user_pk(user)))
-                .projection_expression("pk, sk")
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(sdk_error)?;
-            for item in out.items() {
-                let Some(sk) = item.get(SK).and_then(|v| v.as_s().ok()) else {
-                    continue;
-                };
-                let personal = ["GEN#", "UPLOAD#", "IDEMP#", "RATE#"]
-                    .iter()
-                    .any(|p| sk.starts_with(p));
-                if personal {
-                    self.client
-                        .delete_item()
-                        .table_name(&self.table)
-                        .set_key(Some(item_key(keys::user_pk(user), sk)))
-                        .send()
-                        .await
-                        .map_err(sdk_error)?;
-                }
-            }
-            match out.last_evaluated_key {
-                Some(key) => start = Some(key),
-                None => break,
+        let everything = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", AttributeValue::S(keys::user_pk(user)))
+            .projection_expression("pk, sk");
+        for item in self.query_all(everything).await? {
+            let Some(sk) = item.get(SK).and_then(|v| v.as_s().ok()) else {
+                continue;
+            };
+            let personal = ["GEN#", "UPLOAD#", "IDEMP#", "RATE#"]
+                .iter()
+                .any(|p| sk.starts_with(p));
+            if personal {
+                self.client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .set_key(Some(item_key(keys::user_pk(user), sk)))
+                    .send()
+                    .await
+                    .map_err(sdk_error)?;
             }
         }
         let now = OffsetDateTime::now_utc();
@@ -355,6 +340,21 @@ impl DynamoStore {
         };
         let rows = items.into_iter().map(from_item).collect::<Result<_, _>>()?;
         Ok((rows, next))
+    }
+}
+
+impl DynamoStore {
+    /// Every item of every page of `query`.
+    pub(crate) async fn query_all(
+        &self,
+        query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
+        let mut pages = query.into_paginator().send();
+        while let Some(page) = pages.next().await {
+            items.extend(page.map_err(sdk_error)?.items.unwrap_or_default());
+        }
+        Ok(items)
     }
 }
 

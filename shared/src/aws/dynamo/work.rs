@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use super::generations::{GenerationItem, OPEN_SHARDS, open_sk_prefix};
 use super::keys;
-use super::ledger::{BalanceChange, number, rfc3339};
+use super::ledger::{BalanceChange, number, parse_time, rfc3339};
 use super::tx::{Role, Tx};
 use super::users::{from_item, item_key, to_item};
 use super::{DynamoStore, StoreError, sdk_error};
@@ -255,39 +255,27 @@ impl DynamoStore {
         created_before: OffsetDateTime,
     ) -> Result<Vec<OpenGeneration>, StoreError> {
         debug_assert!(shard < OPEN_SHARDS);
-        let mut found = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(OPEN_INDEX)
-                .key_condition_expression("open_pk = :p AND open_sk < :before")
-                .expression_attribute_values(":p", s(&format!("OPEN#{shard}")))
-                .expression_attribute_values(":before", s(&open_sk_prefix(created_before)))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(sdk_error)?;
-            for item in out.items() {
-                let generation: GenerationItem = from_item(item.clone())?;
-                found.push(OpenGeneration {
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(OPEN_INDEX)
+            .key_condition_expression("open_pk = :p AND open_sk < :before")
+            .expression_attribute_values(":p", s(&format!("OPEN#{shard}")))
+            .expression_attribute_values(":before", s(&open_sk_prefix(created_before)));
+        self.query_all(query)
+            .await?
+            .into_iter()
+            .map(|item| {
+                let generation: GenerationItem = from_item(item)?;
+                Ok(OpenGeneration {
                     id: generation.id,
                     user_id: generation.user_id,
                     status: generation.status,
-                    created_at: OffsetDateTime::parse(
-                        &generation.created_at,
-                        &time::format_description::well_known::Rfc3339,
-                    )
-                    .unwrap_or(OffsetDateTime::UNIX_EPOCH),
-                });
-            }
-            match out.last_evaluated_key {
-                Some(key) => start = Some(key),
-                None => return Ok(found),
-            }
-        }
+                    created_at: parse_time(&generation.created_at),
+                })
+            })
+            .collect()
     }
 
     /// Marks a queued generation as re-enqueued now, at most once per `interval`, so that
