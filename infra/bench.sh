@@ -12,6 +12,7 @@
 #
 #   BENCH_OUT        where the JSON results go (default target/bench-results[-quick].json)
 #   BENCH_NICE       niceness of the release builds (default 19: other builds come first)
+#   BENCH_ARM64      0 skips the arm64 cross build (sizes then come from the x86_64 build)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -76,11 +77,13 @@ CARGO_TARGET_DIR="$bench_target" nice -n "$nice_level" cargo build --release --q
 sizes=(--size "x86_64 release=$bench_target/release")
 
 # arm64 bootstraps as deployed: cargo-lambda (zig as the cross linker) from infra/.venv.
-"$root/infra/setup.sh" --build
 bin_args=()
 for b in "${functions[@]}" "${floors[@]}"; do bin_args+=(--bin "$b"); done
-if rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu ||
+if [[ "${BENCH_ARM64:-1}" == 0 ]]; then
+  say "BENCH_ARM64=0: no arm64 build, x86_64 sizes only"
+elif rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu ||
   rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1; then
+  "$root/infra/setup.sh" --build
   say "cargo lambda build --release --arm64"
   if PATH="$root/infra/.venv/bin:$PATH" CARGO_TARGET_DIR="$bench_target" nice -n "$nice_level" \
     cargo lambda build --release --arm64 --lambda-dir "$bench_target/lambda-arm64" "${bin_args[@]}" \

@@ -38,6 +38,8 @@ pub const FUNCTIONS: &[(&str, u32)] = &[
 ];
 pub const HELLO_BARE: &str = "hello-bare";
 pub const HELLO_SDK: &str = "hello-sdk";
+/// Not a floor: the SDK hello-world with the init fix BENCHMARKS.md proposes.
+pub const HELLO_SDK_LEAN: &str = "hello-sdk-lean";
 pub const NODE: &str = "node20-sdk-v3";
 
 struct Options {
@@ -50,12 +52,23 @@ struct Options {
     out: Option<PathBuf>,
     report: Option<PathBuf>,
     logs: PathBuf,
+    /// Extra variables for every spawned subject (to profile: `SSL_CERT_FILE=...`).
+    env: Vec<(String, String)>,
+    /// Which of `init,memory,calls,e2e` to run (sizes are reported whenever given).
+    sections: Vec<String>,
+}
+
+impl Options {
+    fn runs(&self, section: &str) -> bool {
+        self.sections.iter().any(|s| s == section)
+    }
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: bench --bins DIR [--quick] [--node-dir DIR] [--spawns N] [--invocations N]\n\
          \x20            [--size LABEL=DIR]... [--out FILE.json] [--report FILE.md] [--logs DIR]\n\
+         \x20            [--env NAME=VALUE]... [--sections init,memory,calls,e2e]\n\
          Run it through infra/bench.sh, which builds, starts the emulator and sets AWS_ENDPOINT_URL."
     );
     std::process::exit(2)
@@ -72,6 +85,8 @@ fn options() -> Options {
     let mut out = None;
     let mut report = None;
     let mut logs = None;
+    let mut env = Vec::new();
+    let mut sections = "init,memory,calls,e2e".to_string();
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| usage());
         match arg.as_str() {
@@ -87,6 +102,12 @@ fn options() -> Options {
             }
             "--out" => out = Some(PathBuf::from(value())),
             "--report" => report = Some(PathBuf::from(value())),
+            "--env" => {
+                let v = value();
+                let (name, value) = v.split_once('=').unwrap_or_else(|| usage());
+                env.push((name.to_string(), value.to_string()));
+            }
+            "--sections" => sections = value(),
             "--logs" => logs = Some(PathBuf::from(value())),
             _ => usage(),
         }
@@ -101,6 +122,8 @@ fn options() -> Options {
         out,
         report,
         logs: logs.unwrap_or_else(|| std::env::temp_dir().join("nb-bench-logs")),
+        env,
+        sections: sections.split(',').map(str::to_string).collect(),
     }
 }
 
@@ -112,79 +135,104 @@ async fn main() -> anyhow::Result<()> {
     let mut results = Results::new(options.quick);
 
     let floors = floor_subjects(&options)?;
-    let functions = function_subjects(&options.bins, &init_env())?;
+    let functions = function_subjects(&options, &init_env())?;
     if floors.iter().all(|s| s.name != NODE) {
         results.notes.push(
             "Node 20 was not measured (node or infra/bench/node/node_modules missing)".into(),
         );
     }
-
-    eprintln!(
-        "bench: cold start, {} spawns each, interleaved",
-        options.spawns
-    );
-    let subjects: Vec<(Subject, Bytes)> = floors
-        .iter()
-        .map(|s| {
-            (
-                s.clone(),
-                json_bytes(&events::http("GET", "/v1/models", None, None)),
-            )
-        })
-        .chain(functions.iter().map(|s| (s.clone(), cold_event(&s.name))))
-        .collect();
-    results.cold_start = cold_starts(&subjects, options.spawns, &options.logs).await?;
-
-    eprintln!(
-        "bench: peak memory, {} invocations each",
-        options.invocations
-    );
-    for subject in &floors {
-        let events =
-            vec![json_bytes(&events::http("GET", "/v1/models", None, None)); options.invocations];
-        let memory = process::memory(subject, events, &options.logs).await?;
-        results.memory.push(report::MemoryRow::new(
-            &subject.name,
-            "the same API Gateway event",
-            memory,
-        ));
-    }
-    if emulator.is_some() {
-        memory_of_functions(&options, &mut results).await?;
-    } else {
+    if !options.env.is_empty() {
+        let names: Vec<&str> = options.env.iter().map(|(k, _)| k.as_str()).collect();
         results
             .notes
-            .push("AWS_ENDPOINT_URL is not set: the functions' memory, the AWS calls and the end-to-end run were skipped".into());
+            .push(format!("every subject ran with {} set", names.join(", ")));
     }
 
-    if emulator.is_some() {
-        eprintln!("bench: AWS calls per operation");
-        results.calls = calls::run().await?;
-        eprintln!("bench: local end to end");
-        let plan = if options.quick {
-            e2e::Plan {
-                sequential: 5,
-                burst: 20,
-                concurrency: 4,
-                floor_samples: 30,
-                time_limit: Duration::from_secs(30),
-            }
-        } else {
-            e2e::Plan {
-                sequential: 50,
-                burst: 300,
-                concurrency: 8,
-                floor_samples: 300,
-                time_limit: Duration::from_secs(180),
-            }
-        };
-        let (runs, floors) = e2e::run(&plan).await?;
-        results.e2e = runs;
-        results.emulator = floors;
+    if options.runs("init") {
+        eprintln!(
+            "bench: cold start, {} spawns each, interleaved",
+            options.spawns
+        );
+        let subjects: Vec<(Subject, Bytes)> = floors
+            .iter()
+            .map(|s| (s.clone(), floor_event()))
+            .chain(functions.iter().map(|s| (s.clone(), cold_event(&s.name))))
+            .collect();
+        results.cold_start = cold_starts(&subjects, options.spawns, &options.logs).await?;
+        // The profile of the full run: the same with the system bundle named in
+        // SSL_CERT_FILE, so that the TLS roots come from one file instead of the bundle
+        // plus every file of the certificate directory.
+        if let (false, Some(bundle)) = (options.quick, cert_bundle()) {
+            eprintln!("bench: cold start again with SSL_CERT_FILE={bundle}");
+            let env = [("SSL_CERT_FILE".to_string(), bundle.to_string())];
+            let rust: Vec<(Subject, Bytes)> = subjects
+                .iter()
+                .filter(|(s, _)| s.name != NODE)
+                .map(|(s, e)| (s.clone().with_env(&env), e.clone()))
+                .collect();
+            results.cold_start_cert_file =
+                cold_starts(&rust, options.spawns, &options.logs).await?;
+            results.cert_file = Some(bundle.to_string());
+        }
+    }
+
+    if options.runs("memory") {
+        eprintln!(
+            "bench: peak memory, {} invocations each",
+            options.invocations
+        );
+        for subject in &floors {
+            let events = vec![floor_event(); options.invocations];
+            let memory = process::memory(subject, events, &options.logs).await?;
+            results.memory.push(report::MemoryRow::new(
+                &subject.name,
+                "the same API Gateway event",
+                memory,
+            ));
+        }
+        if emulator.is_some() {
+            memory_of_functions(&options, &mut results).await?;
+        }
+    }
+
+    if emulator.is_none() {
+        results.notes.push(
+            "AWS_ENDPOINT_URL is not set: the functions' memory, the AWS calls and the \
+             end-to-end run were skipped"
+                .into(),
+        );
+    } else {
+        if options.runs("calls") {
+            eprintln!("bench: AWS calls per operation");
+            results.calls = calls::run().await?;
+        }
+        if options.runs("e2e") {
+            eprintln!("bench: local end to end");
+            let plan = if options.quick {
+                e2e::Plan {
+                    sequential: 5,
+                    burst: 20,
+                    concurrency: 4,
+                    floor_samples: 30,
+                    time_limit: Duration::from_secs(30),
+                }
+            } else {
+                e2e::Plan {
+                    sequential: 50,
+                    burst: 300,
+                    concurrency: 8,
+                    floor_samples: 300,
+                    time_limit: Duration::from_secs(180),
+                }
+            };
+            let (runs, floors) = e2e::run(&plan).await?;
+            results.e2e = runs;
+            results.emulator = floors;
+        }
     }
 
     for (label, dir) in &options.sizes {
-        for name in [HELLO_BARE, HELLO_SDK]
+        for name in [HELLO_BARE, HELLO_SDK, HELLO_SDK_LEAN]
             .into_iter()
             .chain(FUNCTIONS.iter().map(|(n, _)| *n))
         {
@@ -221,6 +269,11 @@ fn json_bytes(value: &Value) -> Bytes {
     Bytes::from(value.to_string())
 }
 
+/// What the floors answer: the same API Gateway request as `generate`'s first event.
+fn floor_event() -> Bytes {
+    json_bytes(&events::http("GET", "/v1/models", None, None))
+}
+
 /// The first event of a cold start: answered without any AWS call.
 fn cold_event(function: &str) -> Bytes {
     json_bytes(&match function {
@@ -252,28 +305,44 @@ fn init_env() -> Vec<(String, String)> {
     .collect()
 }
 
+/// The system's CA bundle, where there is one.
+fn cert_bundle() -> Option<&'static str> {
+    [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/ssl/cert.pem",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).is_file())
+}
+
 fn floor_subjects(options: &Options) -> anyhow::Result<Vec<Subject>> {
     let mut subjects = Vec::new();
     for name in [HELLO_BARE, HELLO_SDK] {
-        subjects.push(Subject::rust(name, binary(&options.bins, name)?, 256));
+        subjects
+            .push(Subject::rust(name, binary(&options.bins, name)?, 256).with_env(&options.env));
     }
     if let Some(dir) = &options.node_dir
         && dir.join("node_modules").is_dir()
         && let Some(node) = which("node")
     {
-        subjects.push(Subject::node(NODE, node, dir, "init.js"));
+        subjects.push(Subject::node(NODE, node, dir, "init.js").with_env(&options.env));
+    }
+    if let Ok(lean) = binary(&options.bins, HELLO_SDK_LEAN) {
+        subjects.push(Subject::rust(HELLO_SDK_LEAN, lean, 256).with_env(&options.env));
     }
     Ok(subjects)
 }
 
-fn function_subjects(bins: &Path, env: &[(String, String)]) -> anyhow::Result<Vec<Subject>> {
+fn function_subjects(options: &Options, env: &[(String, String)]) -> anyhow::Result<Vec<Subject>> {
     FUNCTIONS
         .iter()
         .map(|(name, memory)| {
-            Ok(Subject::rust(name, binary(bins, name)?, *memory)
+            Ok(Subject::rust(name, binary(&options.bins, name)?, *memory)
                 // As template.yaml deploys them.
                 .with_env(&[("RUST_LOG".into(), "info".into())])
-                .with_env(env))
+                .with_env(env)
+                .with_env(&options.env))
         })
         .collect()
 }
@@ -324,7 +393,7 @@ async fn memory_of_functions(options: &Options, results: &mut Results) -> anyhow
         .into_iter()
         .chain(webhook::payment_env())
         .collect();
-    let functions = function_subjects(&options.bins, &env)?;
+    let functions = function_subjects(options, &env)?;
     let (token, user) = stack.user("memory@example.com", 1_000_000).await?;
     let read = stack.generation(&token, user, 1).await?;
     let count = options.invocations;

@@ -16,6 +16,9 @@ use crate::{FUNCTIONS, HELLO_SDK, NODE};
 pub struct Results {
     pub quick: bool,
     pub cold_start: Vec<Spawns>,
+    /// The same spawns with `SSL_CERT_FILE` naming `cert_file` (full run only).
+    pub cold_start_cert_file: Vec<Spawns>,
+    pub cert_file: Option<String>,
     pub memory: Vec<MemoryRow>,
     pub calls: Vec<Count>,
     pub sizes: Vec<SizeRow>,
@@ -29,6 +32,8 @@ impl Results {
         Self {
             quick,
             cold_start: vec![],
+            cold_start_cert_file: vec![],
+            cert_file: None,
             memory: vec![],
             calls: vec![],
             sizes: vec![],
@@ -167,6 +172,41 @@ pub fn markdown(r: &Results) -> String {
                     ));
                 }
             }
+        }
+        s.push('\n');
+    }
+
+    if let (Some(bundle), false) = (&r.cert_file, r.cold_start_cert_file.is_empty()) {
+        let _ = writeln!(
+            s,
+            "Profile: the same spawns with `SSL_CERT_FILE={bundle}` (TLS roots from that one file \
+             instead of the file and every file of the certificate directory):\n"
+        );
+        let _ = writeln!(
+            s,
+            "| subject | first poll (ms) | without it (ms) | saved (ms) | poll vs SDK hello |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+        let sdk = r
+            .cold_start_cert_file
+            .iter()
+            .find(|x| x.name == HELLO_SDK)
+            .map(|x| median(&x.to_next_ms));
+        for x in &r.cold_start_cert_file {
+            let poll = median(&x.to_next_ms);
+            let before = r
+                .cold_start
+                .iter()
+                .find(|y| y.name == x.name)
+                .map(|y| median(&y.to_next_ms))
+                .unwrap_or(f64::NAN);
+            let _ = writeln!(
+                s,
+                "| {} | {poll:.2} | {before:.2} | {:.2} | {} |",
+                x.name,
+                before - poll,
+                sdk.map(|b| format!("{:.2}×", poll / b)).unwrap_or_default()
+            );
         }
         s.push('\n');
     }
