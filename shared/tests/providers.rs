@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use shared::aws::secrets::Secrets;
 use shared::config::{ModelProviders, Secret};
 use shared::domain::catalog::AspectRatio;
+use shared::outbound::LazyClient;
 use shared::providers::http::{self, AllowedHosts};
 use shared::providers::{
     ArkProvider, BflProvider, GeminiProvider, ImageProvider, ImageRequest, LocalRenderer,
@@ -1097,9 +1098,10 @@ const CAP: usize = 1024;
 
 #[tokio::test]
 async fn download_refuses_http_to_a_non_loopback_host() {
-    let client = http::client(SHORT).unwrap();
+    let client = LazyClient::new(SHORT);
+    let client = client.get().unwrap();
     let allowed = AllowedHosts::new(["bfl.ai"]).with_loopback_http(true);
-    let error = http::download(&client, "http://delivery.bfl.ai/x.png", &allowed, CAP)
+    let error = http::download(client, "http://delivery.bfl.ai/x.png", &allowed, CAP)
         .await
         .unwrap_err();
     assert_eq!(code(&error), "malformed_response", "{error}");
@@ -1108,7 +1110,8 @@ async fn download_refuses_http_to_a_non_loopback_host() {
 
 #[tokio::test]
 async fn download_refuses_a_host_that_is_not_allowed() {
-    let client = http::client(SHORT).unwrap();
+    let client = LazyClient::new(SHORT);
+    let client = client.get().unwrap();
     let allowed = AllowedHosts::new(["bfl.ai"]);
     for url in [
         "https://evil.example/x.png",
@@ -1118,7 +1121,7 @@ async fn download_refuses_a_host_that_is_not_allowed() {
         "http://127.0.0.1:9/x.png",
         "file:///etc/passwd",
     ] {
-        let error = http::download(&client, url, &allowed, CAP)
+        let error = http::download(client, url, &allowed, CAP)
             .await
             .unwrap_err();
         assert_eq!(code(&error), "malformed_response", "{url}: {error}");
@@ -1141,10 +1144,11 @@ async fn download_does_not_follow_a_redirect() {
         }
     })
     .await;
-    let client = http::client(SHORT).unwrap();
+    let client = LazyClient::new(SHORT);
+    let client = client.get().unwrap();
     let allowed = AllowedHosts::default().with_loopback_http(true);
     let error = http::download(
-        &client,
+        client,
         &format!("{}/start", fake.base),
         &allowed,
         CAP * 1024,
@@ -1158,14 +1162,15 @@ async fn download_does_not_follow_a_redirect() {
 #[tokio::test]
 async fn download_refuses_a_body_over_the_cap() {
     let fake = Fake::always(|| Reply::bytes(200, "image/png", vec![7; CAP + 1])).await;
-    let client = http::client(SHORT).unwrap();
+    let client = LazyClient::new(SHORT);
+    let client = client.get().unwrap();
     let allowed = AllowedHosts::default().with_loopback_http(true);
     let url = format!("{}/big.png", fake.base);
-    let error = http::download(&client, &url, &allowed, CAP)
+    let error = http::download(client, &url, &allowed, CAP)
         .await
         .unwrap_err();
     assert_eq!(code(&error), "malformed_response", "{error}");
-    let exact = http::download(&client, &url, &allowed, CAP + 1)
+    let exact = http::download(client, &url, &allowed, CAP + 1)
         .await
         .unwrap();
     assert_eq!(exact.len(), CAP + 1);
@@ -1174,9 +1179,10 @@ async fn download_refuses_a_body_over_the_cap() {
 #[tokio::test]
 async fn download_maps_server_errors_to_transient() {
     let fake = Fake::always(|| Reply::bytes(503, "text/plain", b"busy".to_vec())).await;
-    let client = http::client(SHORT).unwrap();
+    let client = LazyClient::new(SHORT);
+    let client = client.get().unwrap();
     let allowed = AllowedHosts::default().with_loopback_http(true);
-    let error = http::download(&client, &format!("{}/x", fake.base), &allowed, CAP)
+    let error = http::download(client, &format!("{}/x", fake.base), &allowed, CAP)
         .await
         .unwrap_err();
     assert!(error.is_transient(), "{error}");

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
+use shared::outbound::LazyClient;
 use tokio::sync::RwLock;
 
 /// Both spellings Google uses for its issuer.
@@ -37,12 +38,12 @@ pub struct GoogleClaims {
 /// Google's signing keys, fetched once and kept across invocations.
 pub struct Jwks {
     url: String,
-    http: reqwest::Client,
+    http: LazyClient,
     cache: RwLock<Option<(JwkSet, Instant)>>,
 }
 
 impl Jwks {
-    pub fn new(url: String, http: reqwest::Client) -> Self {
+    pub fn new(url: String, http: LazyClient) -> Self {
         Self {
             url,
             http,
@@ -64,6 +65,8 @@ impl Jwks {
         }
         let set: JwkSet = self
             .http
+            .get()
+            .map_err(|e| IdTokenError::KeysUnavailable(format!("{:#}", anyhow::Error::from(e))))?
             .get(&self.url)
             .send()
             .await

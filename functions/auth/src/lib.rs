@@ -20,6 +20,7 @@ use shared::config::{ConfigError, Secret};
 use shared::domain::ledger::LedgerEntry;
 use shared::domain::user::{Me, Profile, User};
 use shared::http::{ApiError, CurrentUser, FieldError, JsonBody, Page, SessionToken, client_ip};
+use shared::outbound::LazyClient;
 
 use crate::google::Jwks;
 use crate::oauth::{LoginState, OAuthProvider, Provider};
@@ -36,7 +37,7 @@ pub struct AuthContext {
     facebook_graph_url: String,
     facebook_secret: Option<Secret>,
     jwks: Jwks,
-    http: reqwest::Client,
+    http: LazyClient,
 }
 
 impl AuthContext {
@@ -48,11 +49,7 @@ impl AuthContext {
     ) -> Result<Self, ConfigError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let or = |name: &str, default: &str| get(name).unwrap_or_else(|| default.to_string());
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(std::time::Duration::from_secs(10))
-            .build()
-            .map_err(|e| ConfigError(format!("HTTP client: {e}")))?;
+        let http = LazyClient::new(std::time::Duration::from_secs(10));
         let redirect_url = |provider: Provider| -> Result<String, ConfigError> {
             let base = get("PUBLIC_API_URL").ok_or_else(|| {
                 ConfigError(
@@ -339,8 +336,9 @@ async fn callback(
     let code = query
         .code
         .ok_or_else(|| ApiError::invalid("the callback carries no code"))?;
+    let http = auth.http.get().map_err(|e| ApiError::Upstream(e.into()))?;
     let tokens = client
-        .exchange(&auth.http, &code, &login.verifier)
+        .exchange(http, &code, &login.verifier)
         .await
         .map_err(|e| {
             tracing::warn!(
@@ -449,6 +447,8 @@ async fn facebook_identity(
         .collect();
     let response = auth
         .http
+        .get()
+        .map_err(|e| ApiError::Upstream(e.into()))?
         .get(format!("{}/me", auth.facebook_graph_url))
         .query(&[
             ("fields", "id,name,email,picture"),

@@ -15,11 +15,12 @@ use super::{
 };
 use crate::config::Secret;
 use crate::domain::products::ProductKind;
+use crate::outbound::LazyClient;
 
 /// Creem, configured with its key, webhook secret, mode and product ids.
 #[derive(Debug)]
 pub struct Creem {
-    http: reqwest::Client,
+    http: LazyClient,
     base_url: String,
     test_mode: bool,
     api_key: Secret,
@@ -84,7 +85,7 @@ fn payment_amount_of(object: &Value) -> Option<i64> {
 
 impl Creem {
     pub fn new(
-        http: reqwest::Client,
+        http: LazyClient,
         base_url: &str,
         test_mode: bool,
         api_key: Secret,
@@ -296,6 +297,7 @@ impl Creem {
         let answer = send_json(
             Provider::Creem,
             self.http
+                .get()?
                 .post(format!("{}/v1/checkouts", self.base_url))
                 .header("x-api-key", self.api_key.expose())
                 .json(&body),
@@ -314,6 +316,7 @@ impl Creem {
         let answer = send_json(
             Provider::Creem,
             self.http
+                .get()?
                 .post(format!("{}/v1/customers/billing", self.base_url))
                 .header("x-api-key", self.api_key.expose())
                 .json(&json!({ "customer_id": customer_id })),
@@ -339,7 +342,7 @@ mod tests {
 
     fn creem(test_mode: bool) -> Creem {
         Creem::new(
-            reqwest::Client::new(),
+            LazyClient::new(std::time::Duration::from_secs(1)),
             "http://127.0.0.1:9",
             test_mode,
             Secret::new("creem_test_key"),

@@ -14,6 +14,7 @@ use crate::aws::secrets::Secrets;
 use crate::config::{ConfigError, Secret, require_strong};
 use crate::domain::UserId;
 use crate::domain::products::{PRODUCTS, Product};
+use crate::outbound::{ClientError, LazyClient};
 
 pub use crate::domain::payment::{Provider, SubscriptionSummary};
 
@@ -154,11 +155,7 @@ impl Payments {
     }
 
     pub fn new(settings: PaymentSettings, secrets: &mut Secrets) -> Result<Self, ConfigError> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(15))
-            .build()
-            .map_err(|e| ConfigError(format!("HTTP client: {e}")))?;
+        let http = LazyClient::new(Duration::from_secs(15));
         let stripe = pair(secrets, "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET")?.map(
             |(key, webhook_secret)| {
                 stripe::Stripe::new(
@@ -412,6 +409,12 @@ pub enum ProviderError {
     /// The provider failed or answered something unexpected: 502.
     #[error("the payment provider failed")]
     Upstream(#[source] anyhow::Error),
+}
+
+impl From<ClientError> for ProviderError {
+    fn from(error: ClientError) -> Self {
+        ProviderError::Upstream(error.into())
+    }
 }
 
 /// Sends a request and reads a JSON answer; a non-2xx status is an upstream failure whose

@@ -15,11 +15,12 @@ use super::{
 };
 use crate::config::Secret;
 use crate::domain::products::{self, ProductKind};
+use crate::outbound::{ClientError, LazyClient};
 
 /// Stripe, configured with its key, webhook secret and price ids.
 #[derive(Debug)]
 pub struct Stripe {
-    http: reqwest::Client,
+    http: LazyClient,
     base_url: String,
     api_version: String,
     secret_key: Secret,
@@ -81,7 +82,7 @@ fn malformed(what: &str) -> ParseError {
 
 impl Stripe {
     pub fn new(
-        http: reqwest::Client,
+        http: LazyClient,
         base_url: &str,
         api_version: &str,
         secret_key: Secret,
@@ -311,11 +312,13 @@ impl Stripe {
         }))
     }
 
-    fn post(&self, path: &str) -> reqwest::RequestBuilder {
-        self.http
+    fn post(&self, path: &str) -> Result<reqwest::RequestBuilder, ClientError> {
+        Ok(self
+            .http
+            .get()?
             .post(format!("{}{path}", self.base_url))
             .bearer_auth(self.secret_key.expose())
-            .header("Stripe-Version", &self.api_version)
+            .header("Stripe-Version", &self.api_version))
     }
 
     /// Creates a Checkout Session: `mode` payment or subscription, the configured price,
@@ -379,7 +382,7 @@ impl Stripe {
         }
         let answer = send_json(
             Provider::Stripe,
-            self.post("/v1/checkout/sessions")
+            self.post("/v1/checkout/sessions")?
                 .header("Idempotency-Key", ulid::Ulid::new().to_string())
                 .form(&form),
         )
@@ -404,7 +407,7 @@ impl Stripe {
         }
         let answer = send_json(
             Provider::Stripe,
-            self.post("/v1/billing_portal/sessions").form(&form),
+            self.post("/v1/billing_portal/sessions")?.form(&form),
         )
         .await?;
         text(&answer["url"]).ok_or_else(|| {
@@ -489,7 +492,7 @@ mod tests {
 
     fn stripe() -> Stripe {
         Stripe::new(
-            reqwest::Client::new(),
+            LazyClient::new(std::time::Duration::from_secs(1)),
             "http://127.0.0.1:9",
             "2025-03-31.basil",
             Secret::new("sk_test"),

@@ -11,6 +11,7 @@ use super::http::{self, malformed, parse_json, shorten, status_error};
 use super::{ImageProvider, ImageRequest, PROVIDER_TIMEOUT, ProviderError, decode_image_base64};
 use crate::config::{ConfigError, Secret};
 use crate::domain::catalog::AspectRatio;
+use crate::outbound::LazyClient;
 
 /// The ModelArk model id of Seedream 4.0.
 pub const SEEDREAM_MODEL: &str = "seedream-4-0-250828";
@@ -20,7 +21,7 @@ pub const SEEDREAM_MODEL: &str = "seedream-4-0-250828";
 pub struct ArkProvider {
     base_url: String,
     api_key: Secret,
-    client: reqwest::Client,
+    client: LazyClient,
     timeout: Duration,
 }
 
@@ -31,7 +32,7 @@ impl ArkProvider {
         Ok(Self {
             base_url,
             api_key,
-            client: http::client(PROVIDER_TIMEOUT)?,
+            client: LazyClient::new(PROVIDER_TIMEOUT),
             timeout: PROVIDER_TIMEOUT,
         })
     }
@@ -100,6 +101,7 @@ impl ArkProvider {
         }
         let (status, answer) = http::send(
             self.client
+                .get()?
                 .post(format!("{}/api/v3/images/generations", self.base_url))
                 .bearer_auth(self.api_key.expose())
                 .json(&body),

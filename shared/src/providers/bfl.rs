@@ -14,6 +14,7 @@ use super::http::{
 };
 use super::{ImageProvider, ImageRequest, PROVIDER_TIMEOUT, ProviderError, check_image};
 use crate::config::{ConfigError, Secret};
+use crate::outbound::LazyClient;
 
 /// BFL's own hosts: the API, its regional endpoints and the result delivery hosts are all
 /// subdomains of these.
@@ -27,7 +28,7 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 pub struct BflProvider {
     base_url: String,
     api_key: Secret,
-    client: reqwest::Client,
+    client: LazyClient,
     timeout: Duration,
     poll_interval: Duration,
     allowed: AllowedHosts,
@@ -41,7 +42,7 @@ impl BflProvider {
         Ok(Self {
             base_url,
             api_key,
-            client: http::client(PROVIDER_TIMEOUT)?,
+            client: LazyClient::new(PROVIDER_TIMEOUT),
             timeout: PROVIDER_TIMEOUT,
             poll_interval: DEFAULT_POLL_INTERVAL,
             allowed: AllowedHosts::new(BFL_HOSTS.iter().copied()).with_host(host),
@@ -93,6 +94,7 @@ impl BflProvider {
         }
         let (status, answer) = http::send(
             self.client
+                .get()?
                 .post(format!("{}/v1/{endpoint}", self.base_url))
                 .header("x-key", self.api_key.expose())
                 .json(&body),
@@ -115,7 +117,7 @@ impl BflProvider {
         let polling_url = self.allowed.check(&polling_url)?;
         let sample = self.poll(polling_url).await?;
         let image = http::download(
-            &self.client,
+            self.client.get()?,
             &sample,
             &self.allowed,
             DEFAULT_MAX_DOWNLOAD_BYTES,
@@ -132,6 +134,7 @@ impl BflProvider {
             tokio::time::sleep(self.poll_interval).await;
             let sent = http::send(
                 self.client
+                    .get()?
                     .get(polling_url.clone())
                     .header("x-key", self.api_key.expose()),
             )

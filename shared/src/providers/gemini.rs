@@ -10,6 +10,7 @@ use serde_json::json;
 use super::http::{self, error_detail, malformed, parse_json, status_error};
 use super::{ImageProvider, ImageRequest, PROVIDER_TIMEOUT, ProviderError, decode_image_base64};
 use crate::config::{ConfigError, Secret};
+use crate::outbound::LazyClient;
 
 /// Finish and block reasons that mean the model refused on policy grounds.
 const REFUSALS: &[&str] = &[
@@ -28,7 +29,7 @@ const REFUSALS: &[&str] = &[
 pub struct GeminiProvider {
     base_url: String,
     api_key: Secret,
-    client: reqwest::Client,
+    client: LazyClient,
     timeout: Duration,
 }
 
@@ -39,7 +40,7 @@ impl GeminiProvider {
         Ok(Self {
             base_url,
             api_key,
-            client: http::client(PROVIDER_TIMEOUT)?,
+            client: LazyClient::new(PROVIDER_TIMEOUT),
             timeout: PROVIDER_TIMEOUT,
         })
     }
@@ -82,6 +83,7 @@ impl GeminiProvider {
         let url = format!("{}/v1beta/models/{model}:generateContent", self.base_url);
         let (status, answer) = http::send(
             self.client
+                .get()?
                 .post(url)
                 .header("x-goog-api-key", self.api_key.expose())
                 .json(&body),

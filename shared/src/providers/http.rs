@@ -15,9 +15,7 @@ use url::{Host, Url};
 
 use super::ProviderError;
 use crate::config::ConfigError;
-
-/// How long establishing a connection (TCP and TLS) may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::outbound::ClientError;
 
 /// The largest result image [`download`] accepts by default.
 pub const DEFAULT_MAX_DOWNLOAD_BYTES: usize = 20 * 1024 * 1024;
@@ -28,19 +26,6 @@ pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Provider error texts are shown to the client and logged: keep them short.
 const MAX_DETAIL_CHARS: usize = 300;
-
-/// A reqwest client for provider calls: rustls, no redirects, a connect timeout and an
-/// overall per-request `timeout`.
-pub fn client(timeout: Duration) -> Result<reqwest::Client, ConfigError> {
-    reqwest::Client::builder()
-        .tls_backend_rustls()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(CONNECT_TIMEOUT.min(timeout))
-        .timeout(timeout)
-        .user_agent(concat!("image-backend/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| ConfigError(format!("building the provider HTTP client failed: {e}")))
-}
 
 /// The hosts a provider's result URLs may point to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -154,6 +139,13 @@ pub async fn download(
         });
     }
     read_capped(response, max_bytes).await
+}
+
+/// No client means no call: as for an unreachable provider, a later attempt may do better.
+impl From<ClientError> for ProviderError {
+    fn from(error: ClientError) -> Self {
+        ProviderError::Transient(chain(&error))
+    }
 }
 
 /// Sends a request and reads its body (capped at [`MAX_RESPONSE_BYTES`]), whatever the

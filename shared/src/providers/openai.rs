@@ -13,6 +13,7 @@ use super::http::{
 use super::{ImageProvider, ImageRequest, PROVIDER_TIMEOUT, ProviderError, decode_image_base64};
 use crate::config::{ConfigError, Secret};
 use crate::domain::catalog::AspectRatio;
+use crate::outbound::LazyClient;
 
 /// The upstream model used unless configuration names another.
 pub const DEFAULT_IMAGE_MODEL: &str = "gpt-image-1";
@@ -23,7 +24,7 @@ pub struct OpenAiProvider {
     base_url: String,
     api_key: Secret,
     model: String,
-    client: reqwest::Client,
+    client: LazyClient,
     timeout: Duration,
     allowed: AllowedHosts,
 }
@@ -42,7 +43,7 @@ impl OpenAiProvider {
             base_url,
             api_key,
             model: model.to_owned(),
-            client: http::client(PROVIDER_TIMEOUT)?,
+            client: LazyClient::new(PROVIDER_TIMEOUT),
             timeout: PROVIDER_TIMEOUT,
             allowed: AllowedHosts::new([host]),
         })
@@ -92,6 +93,7 @@ impl OpenAiProvider {
             })?;
         let builder = if request.references.is_empty() {
             self.client
+                .get()?
                 .post(format!("{}/v1/images/generations", self.base_url))
                 .json(&json!({
                     "model": self.model,
@@ -123,6 +125,7 @@ impl OpenAiProvider {
                 form = form.part("image[]", part);
             }
             self.client
+                .get()?
                 .post(format!("{}/v1/images/edits", self.base_url))
                 .multipart(form)
         };
@@ -158,7 +161,7 @@ impl OpenAiProvider {
         }
         if let Some(url) = item.url {
             let image = http::download(
-                &self.client,
+                self.client.get()?,
                 &url,
                 &self.allowed,
                 DEFAULT_MAX_DOWNLOAD_BYTES,
