@@ -624,6 +624,59 @@ async fn a_second_purchase_by_the_same_user_is_not_blocked_by_the_customer_mappi
     assert_eq!(pay.balance().await, 210);
 }
 
+#[tokio::test]
+async fn a_first_purchase_is_granted_in_one_aws_call_and_its_redelivery_in_one_more() {
+    let pay = pay_stack("pay-one-call").await;
+    let event = stripe_purchase(
+        "evt_one",
+        &pay.user,
+        "credits_100",
+        "pi_one",
+        "cus_one",
+        999,
+    );
+
+    pay.stack.calls.reset();
+    let first = pay.stripe(&event).await;
+    let first_calls = pay.stack.calls.count();
+    pay.stack.calls.reset();
+    let again = pay.stripe(&event).await;
+    let again_calls = pay.stack.calls.count();
+
+    assert_received(&first);
+    assert_received(&again);
+    assert_eq!(first_calls, 1, "one TransactWriteItems, no read");
+    assert_eq!(
+        again_calls, 1,
+        "the event record's condition answers the duplicate"
+    );
+    assert_eq!(pay.balance().await, 110);
+    assert_eq!(pay.ledger_sum().await, 110);
+}
+
+#[tokio::test]
+async fn a_purchase_naming_an_unknown_user_goes_to_the_user_its_customer_is_mapped_to() {
+    let pay = pay_stack("pay-mapped").await;
+    let first = stripe_purchase("evt_m1", &pay.user, "credits_100", "pi_m1", "cus_m", 999);
+    assert_received(&pay.stripe(&first).await);
+    let stranger = UserId::new().to_string();
+
+    let answer = pay
+        .stripe(&stripe_purchase(
+            "evt_m2",
+            &stranger,
+            "credits_100",
+            "pi_m2",
+            "cus_m",
+            999,
+        ))
+        .await;
+
+    assert_received(&answer);
+    assert_eq!(pay.balance().await, 210);
+    assert_eq!(pay.ledger_sum().await, 210);
+}
+
 // ---------------------------------------------------------------- refusals
 
 async fn assert_refused(pay: &Pay, request: Request<Body>) {

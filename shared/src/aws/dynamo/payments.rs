@@ -6,7 +6,8 @@
 //! changes nothing, and a failure leaves nothing half-applied. The effect is planned from
 //! a consistent read of the items it touches; every write is conditioned on what was read
 //! (a version, or absence), so a plan made stale by a concurrent event fails as a whole and
-//! is made again from a fresh read.
+//! is made again from a fresh read. A first purchase skips the read: it is planned as if
+//! nothing existed, and the same conditions catch a wrong guess (see `apply_unread`).
 //!
 //! Items (see DESIGN.md's data table):
 //! - purchase `ORDER#<provider>#<payment id>`: keyed by the id refund and dispute events
@@ -495,6 +496,11 @@ impl DynamoStore {
             tracing::info!(event_id = %event.id, event_type = %event.event_type, why, "payment event ignored");
             return Ok(EventOutcome::Ignored);
         }
+        if assign_to.is_none()
+            && let Some(outcome) = self.apply_unread(event).await?
+        {
+            return Ok(outcome);
+        }
         for _ in 0..MAX_PLANS {
             let now = OffsetDateTime::now_utc();
             let state = self.read_state(event, assign_to).await?;
@@ -536,6 +542,37 @@ impl DynamoStore {
             }
         }
         Err(StoreError::Contention)
+    }
+
+    /// The usual purchase, a first delivery whose checkout names an existing user, in
+    /// one call: planned as if nothing were recorded yet, the transaction's conditions do
+    /// the reading (event record new, order new, profile present, customer unmapped or
+    /// this user's). `None` when that guess was wrong and nothing was written: the caller
+    /// reads and plans. Other effects usually find items already there (a subscription's
+    /// record, its customer), so guessing would mostly cost a failed transaction.
+    async fn apply_unread(&self, event: &PaymentEvent) -> Result<Option<EventOutcome>, StoreError> {
+        let Effect::Purchase(purchase) = &event.effect else {
+            return Ok(None);
+        };
+        let Some(user) = purchase.payer.user() else {
+            return Ok(None);
+        };
+        let state = State {
+            user: Some(user),
+            ..State::default()
+        };
+        let Plan::Write(planned) = self.plan(event, &state, OffsetDateTime::now_utc())? else {
+            return Ok(None);
+        };
+        match self.execute(planned.tx).await {
+            Ok(()) => {
+                planned.tally.emit(event.provider);
+                Ok(Some(EventOutcome::Applied))
+            }
+            Err(StoreError::AlreadyApplied) => Ok(Some(EventOutcome::Duplicate)),
+            Err(StoreError::ConditionFailed(_) | StoreError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     async fn store_unattributed(
