@@ -88,12 +88,14 @@ pub async fn stack_with_auth(
         Some(&calls),
     ));
     let router = local_runner::http_router(services.clone(), auth);
+    // Counted too: a worker built from them shows in `calls`.
+    let clients = Clients::new(&sdk, Some(&calls));
     Stack {
         names,
         services,
         router,
         calls,
-        clients: Clients::new(&sdk, None),
+        clients,
         queue_url,
     }
 }

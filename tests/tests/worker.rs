@@ -219,6 +219,26 @@ async fn with_three_images_and_the_third_refused_two_are_kept_and_one_is_refunde
 }
 
 #[tokio::test]
+async fn a_job_of_four_images_takes_six_aws_calls_the_claim_four_uploads_and_the_finish() {
+    let stack = stack("w-calls", |_| {}).await;
+    let provider = scripted(|_, _| Ok(png(8, 8)));
+    let worker = worker_for(&stack, serving(&provider), |_| {});
+    let (token, job) = accepted(&stack, "calls@example.com", 4).await;
+    let event = sqs_event(&stack, std::slice::from_ref(&job), false);
+
+    stack.calls.reset();
+    let response = worker.handle_sqs(event).await;
+    let calls = stack.calls.count();
+
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(calls, 6, "UpdateItem + 4 x PutObject + TransactWriteItems");
+    let generation = generation(&stack, &token, &job).await;
+    assert_eq!(generation["status"], "succeeded");
+    assert_eq!(generation["images"].as_array().unwrap().len(), 4);
+    assert_eq!(stack.balance(&token).await, 2);
+}
+
+#[tokio::test]
 async fn a_transient_failure_then_success_keeps_the_first_image_and_charges_nothing_extra() {
     let stack = stack("w-transient", |_| {}).await;
     let provider = scripted(|request, call| match (request.index, call) {

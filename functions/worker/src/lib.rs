@@ -264,6 +264,7 @@ impl Worker {
         if generation.created_at + self.config.deadline < now {
             self.finish(
                 &generation,
+                &[],
                 finisher,
                 error("deadline_exceeded", "the generation did not finish in time"),
             )
@@ -272,33 +273,28 @@ impl Worker {
         }
         let Some(provider) = self.providers.for_model(&generation.model) else {
             let e = error("unavailable", "this model is not available");
-            self.finish(&generation, finisher, e).await?;
+            self.finish(&generation, &[], finisher, e).await?;
             return Ok(Outcome::Done);
         };
         let references = match self.references(&generation).await? {
             Ok(references) => references,
             Err(e) => {
-                self.finish(&generation, finisher, e).await?;
+                self.finish(&generation, &[], finisher, e).await?;
                 return Ok(Outcome::Done);
             }
         };
-        let produced = self
-            .produce(&generation, &lease_id, provider, &references)
-            .await;
-        let mut generation = generation;
-        generation.images.extend(produced.images);
-        if produced.lost_lease {
-            tracing::warn!("lease lost while producing; the new holder finishes");
-            return Ok(Outcome::Done);
-        }
+        let produced = self.produce(&generation, provider, &references).await;
+        let new_images = produced.images.as_slice();
         if let Some(permanent) = produced.permanent {
-            self.finish(&generation, finisher, permanent).await?;
+            self.finish(&generation, new_images, finisher, permanent)
+                .await?;
             return Ok(Outcome::Done);
         }
         match produced.transient {
             None => {
                 self.finish(
                     &generation,
+                    new_images,
                     finisher,
                     error("none", "every image was produced"),
                 )
@@ -311,7 +307,7 @@ impl Worker {
                     "provider_unavailable",
                     "the image provider kept failing; try again later",
                 );
-                self.finish(&generation, finisher, e).await?;
+                self.finish(&generation, new_images, finisher, e).await?;
                 Ok(Outcome::Done)
             }
             Some(reason) => {
@@ -324,7 +320,7 @@ impl Worker {
                 );
                 match self
                     .store
-                    .release(job.user_id, job.generation_id, &lease_id)
+                    .release(job.user_id, job.generation_id, &lease_id, new_images)
                     .await
                 {
                     Ok(()) | Err(StoreError::ConditionFailed(_)) => {}
@@ -363,11 +359,11 @@ impl Worker {
         Ok(Ok(references))
     }
 
-    /// Calls the provider for every missing image (bounded), storing each as it arrives.
+    /// Calls the provider for every missing image (bounded), uploading each as it
+    /// arrives; the caller records them with the finish or the release.
     async fn produce(
         &self,
         generation: &Generation,
-        lease_id: &str,
         provider: Arc<dyn ImageProvider>,
         references: &[ReferenceImage],
     ) -> Produced {
@@ -427,7 +423,7 @@ impl Worker {
                         );
                     }
                     match result {
-                        Ok(bytes) => self.store_image(generation, lease_id, index, bytes).await,
+                        Ok(bytes) => self.store_image(generation, index, bytes).await,
                         Err(e) => Err(Failure::Provider(e)),
                     }
                 }
@@ -438,7 +434,6 @@ impl Worker {
         for result in results {
             match result {
                 Ok(image) => produced.images.push(image),
-                Err(Failure::LostLease) => produced.lost_lease = true,
                 Err(Failure::Ours(e)) => {
                     produced.transient = Some(format!("storing the image failed: {e}"))
                 }
@@ -467,7 +462,6 @@ impl Worker {
     async fn store_image(
         &self,
         generation: &Generation,
-        lease_id: &str,
         index: u32,
         bytes: Vec<u8>,
     ) -> Result<StoredImage, Failure> {
@@ -482,22 +476,13 @@ impl Worker {
             .put(&key, content_type, bytes)
             .await
             .map_err(Failure::Ours)?;
-        let image = StoredImage {
+        Ok(StoredImage {
             index,
             key,
             content_type: content_type.to_string(),
             width,
             height,
-        };
-        match self
-            .store
-            .record_image(generation.user_id, generation.id, lease_id, &image)
-            .await
-        {
-            Ok(()) => Ok(image),
-            Err(StoreError::ConditionFailed(_)) => Err(Failure::LostLease),
-            Err(e) => Err(Failure::Ours(e)),
-        }
+        })
     }
 
     /// Finishes through the store (exactly once) and records what happened; `false` when
@@ -505,11 +490,15 @@ impl Worker {
     async fn finish(
         &self,
         generation: &Generation,
+        new_images: &[StoredImage],
         finisher: Finisher<'_>,
         e: GenerationError,
     ) -> Result<bool, StoreError> {
-        let finished = self.store.finish(generation, finisher, e.clone()).await?;
-        let k = generation.images.len();
+        let finished = self
+            .store
+            .finish(generation, new_images, finisher, e.clone())
+            .await?;
+        let k = generation.images.len() + new_images.len();
         let model = [("Model", generation.model.as_str())];
         if !finished {
             tracing::info!("generation was finished by someone else");
@@ -555,7 +544,10 @@ impl Worker {
             "retries_exhausted",
             "the generation could not be completed; its credits were refunded",
         );
-        if self.finish(&generation, Finisher::Abandoned, e).await? {
+        if self
+            .finish(&generation, &[], Finisher::Abandoned, e)
+            .await?
+        {
             tracing::warn!(
                 images = generation.images.len(),
                 "abandoned generation finished from the DLQ"
@@ -589,7 +581,7 @@ impl Worker {
                         "deadline_exceeded",
                         "the generation did not finish in time; its credits were refunded",
                     );
-                    if self.finish(&generation, Finisher::Deadline, e).await? {
+                    if self.finish(&generation, &[], Finisher::Deadline, e).await? {
                         tracing::warn!(generation_id = %open.id, "past its deadline: finished and refunded");
                         shared::metrics::count("SweeperRefunds", 1, &[]);
                         report.finished += 1;
@@ -624,14 +616,12 @@ struct Produced {
     images: Vec<StoredImage>,
     permanent: Option<GenerationError>,
     transient: Option<String>,
-    lost_lease: bool,
 }
 
 /// Why one image was not produced.
 enum Failure {
     Provider(ProviderError),
     Unreadable,
-    LostLease,
     Ours(StoreError),
 }
 

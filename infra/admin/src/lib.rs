@@ -216,7 +216,7 @@ impl Admin {
         Ok(
             if self
                 .store
-                .finish(&generation, Finisher::Deadline, error)
+                .finish(&generation, &[], Finisher::Deadline, error)
                 .await?
             {
                 RefundOutcome::Refunded { credits }

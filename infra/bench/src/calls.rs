@@ -102,7 +102,7 @@ pub async fn run() -> anyhow::Result<Vec<Count>> {
             &format!("worker job, n = {n} (claim, images, finish)"),
             Some(2 + n as usize),
             counter.count(),
-            "claim UpdateItem + per image (PutObject + UpdateItem) + finish TransactWriteItems",
+            "claim UpdateItem + one PutObject per image + finish TransactWriteItems (the images recorded with it)",
         ));
     }
     Ok(counts)

@@ -108,7 +108,7 @@ pub async fn grant_calls(stack: &Stack) -> anyhow::Result<Count> {
         operation: "webhook grant (`POST /webhooks/stripe`, a paid checkout)".into(),
         floor: Some(1),
         measured: Some(calls),
-        note: "BatchGetItem (event, order, customer, profile) + TransactWriteItems (event, order, grant, ledger row)".into(),
+        note: "TransactWriteItems (event record, order, grant, ledger row, customer mapping), no read first".into(),
     })
 }
 

@@ -1,5 +1,6 @@
-//! The worker's side of a generation: claim with a lease, record images, finish exactly
-//! once (refunding what was not produced), and the sweeper's reads of the open index.
+//! The worker's side of a generation: claim with a lease, finish exactly once (refunding
+//! what was not produced) or release with the images made so far, and the sweeper's reads
+//! of the open index.
 
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
@@ -119,71 +120,57 @@ impl DynamoStore {
         }
     }
 
-    /// Records one stored image, if the lease is still ours (`ConditionFailed("lease")`).
-    pub async fn record_image(
-        &self,
-        user: UserId,
-        id: GenerationId,
-        lease_id: &str,
-        image: &StoredImage,
-    ) -> Result<(), StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(gen_key(user, id)))
-            .update_expression("SET images.#i = :img, updated_at = :now")
-            .condition_expression("#s = :running AND lease_id = :lid")
-            .expression_attribute_names("#s", "status")
-            .expression_attribute_names("#i", image.index.to_string())
-            .expression_attribute_values(":running", s("running"))
-            .expression_attribute_values(":lid", s(lease_id))
-            .expression_attribute_values(":img", AttributeValue::M(to_item(image)))
-            .expression_attribute_values(":now", s(&rfc3339(OffsetDateTime::now_utc())))
-            .send()
-            .await;
-        lease_result(result.map(|_| ()))
-    }
-
-    /// Gives the lease up early so that the next delivery can claim at once.
+    /// Records the images this attempt stored (so that the next one makes only the
+    /// missing ones) and gives the lease up early, so that the next delivery can claim at
+    /// once; `ConditionFailed("lease")` when the lease is no longer ours.
     pub async fn release(
         &self,
         user: UserId,
         id: GenerationId,
         lease_id: &str,
+        new_images: &[StoredImage],
     ) -> Result<(), StoreError> {
-        let result = self
+        let images = ImageSets::of(new_images);
+        let mut update = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(gen_key(user, id)))
-            .update_expression("SET lease_until = :zero")
+            .update_expression(format!("SET lease_until = :zero{}", images.expression))
             .condition_expression("#s = :running AND lease_id = :lid")
             .expression_attribute_names("#s", "status")
             .expression_attribute_values(":running", s("running"))
             .expression_attribute_values(":lid", s(lease_id))
-            .expression_attribute_values(":zero", number(0))
-            .send()
-            .await;
-        lease_result(result.map(|_| ()))
+            .expression_attribute_values(":zero", number(0));
+        for (name, value) in images.names {
+            update = update.expression_attribute_names(name, value);
+        }
+        for (name, value) in images.values {
+            update = update.expression_attribute_values(name, value);
+        }
+        lease_result(update.send().await.map(|_| ()))
     }
 
-    /// Ends the generation exactly once: `succeeded` with the images it has (refunding the
-    /// missing ones) or, with none, `failed` with `error` and the whole cost refunded; the
-    /// status update, the refund and its ledger row in one transaction. The condition
-    /// (still open, who may finish, and the number of images the caller saw) makes a second
-    /// finisher fail: `Ok(false)` means someone else finished it or it changed meanwhile.
+    /// Ends the generation exactly once: `succeeded` with the images it has and
+    /// `new_images` (refunding the missing ones) or, with none, `failed` with `error` and
+    /// the whole cost refunded; the images, the status, the refund and its ledger row in
+    /// one transaction. The condition (still open, who may finish, and the number of
+    /// images the caller read) makes a second finisher fail: `Ok(false)` means someone
+    /// else finished it or it changed meanwhile.
     pub async fn finish(
         &self,
         generation: &Generation,
+        new_images: &[StoredImage],
         finisher: Finisher<'_>,
         error: GenerationError,
     ) -> Result<bool, StoreError> {
         let now = OffsetDateTime::now_utc();
-        let produced = generation.images.len() as i64;
+        let recorded = generation.images.len() as i64;
+        let produced = recorded + new_images.len() as i64;
         let n = i64::from(generation.n.max(1));
         let refund = generation.cost / n * (n - produced.min(n));
         let succeeded = produced > 0;
+        let images = ImageSets::of(new_images);
         let mut condition = String::from("(#s = :queued OR #s = :running) AND size(images) = :k");
         let mut update = Update::builder()
             .table_name(&self.table)
@@ -191,7 +178,7 @@ impl DynamoStore {
             .expression_attribute_names("#s", "status")
             .expression_attribute_values(":queued", s("queued"))
             .expression_attribute_values(":running", s("running"))
-            .expression_attribute_values(":k", number(produced))
+            .expression_attribute_values(":k", number(recorded))
             .expression_attribute_values(
                 ":final",
                 s(if succeeded { "succeeded" } else { "failed" }),
@@ -219,9 +206,16 @@ impl DynamoStore {
                 .expression_attribute_names("#e", "error")
                 .expression_attribute_values(":error", AttributeValue::M(to_item(&error)));
         }
+        for (name, value) in images.names {
+            update = update.expression_attribute_names(name, value);
+        }
+        for (name, value) in images.values {
+            update = update.expression_attribute_values(name, value);
+        }
         let update = update
             .update_expression(format!(
-                "SET #s = :final, refunded_credits = :refund, completed_at = :now, updated_at = :now{set_error} REMOVE open_pk, open_sk, lease_id, lease_until"
+                "SET #s = :final, refunded_credits = :refund, completed_at = :now, updated_at = :now{set_error}{} REMOVE open_pk, open_sk, lease_id, lease_until",
+                images.expression
             ))
             .condition_expression(condition)
             .build()
@@ -312,6 +306,35 @@ impl DynamoStore {
             }
             Err(e) => Err(sdk_error(e)),
         }
+    }
+}
+
+/// `SET` clauses adding images to the `images` map, keyed by index: written with the
+/// release or the finish rather than one update per image (the AWS-call floor of a job is
+/// the claim, one upload per image, and the finish).
+struct ImageSets {
+    /// `, images.#img0 = :img0, ...` to append to a `SET` list.
+    expression: String,
+    names: Vec<(String, String)>,
+    values: Vec<(String, AttributeValue)>,
+}
+
+impl ImageSets {
+    fn of(images: &[StoredImage]) -> Self {
+        let mut sets = Self {
+            expression: String::new(),
+            names: Vec::with_capacity(images.len()),
+            values: Vec::with_capacity(images.len()),
+        };
+        for (i, image) in images.iter().enumerate() {
+            sets.expression
+                .push_str(&format!(", images.#img{i} = :img{i}"));
+            sets.names
+                .push((format!("#img{i}"), image.index.to_string()));
+            sets.values
+                .push((format!(":img{i}"), AttributeValue::M(to_item(image))));
+        }
+        sets
     }
 }
 
