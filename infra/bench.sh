@@ -13,6 +13,7 @@
 #   BENCH_OUT        where the JSON results go (default target/bench-results[-quick].json)
 #   BENCH_NICE       niceness of the release builds (default 19: other builds come first)
 #   BENCH_ARM64      0 skips the arm64 cross build (sizes then come from the x86_64 build)
+#   BENCH_NODE       0 leaves Node out (no `npm ci`, so no registry access: what CI does)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -43,7 +44,9 @@ export AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench
 # Node 20 and the v3 SDK (pinned by package-lock.json) for the comparison; skipped, with a
 # note in the report, where node or the npm registry is missing.
 node_args=()
-if command -v node >/dev/null && command -v npm >/dev/null; then
+if [[ "${BENCH_NODE:-1}" == 0 ]]; then
+  say "BENCH_NODE=0: Node is left out"
+elif command -v node >/dev/null && command -v npm >/dev/null; then
   if (cd infra/bench/node && npm ci --no-audit --no-fund --loglevel=error >/dev/null); then
     node_args=(--node-dir "$root/infra/bench/node")
   else

@@ -138,7 +138,7 @@ async fn main() -> anyhow::Result<()> {
     let functions = function_subjects(&options, &init_env())?;
     if floors.iter().all(|s| s.name != NODE) {
         results.notes.push(
-            "Node 20 was not measured (node or infra/bench/node/node_modules missing)".into(),
+            "Node 20 was not measured (BENCH_NODE=0, or node or infra/bench/node/node_modules missing)".into(),
         );
     }
     if !options.env.is_empty() {
