@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::Request as AxumRequest;
@@ -621,6 +622,43 @@ async fn a_second_purchase_by_the_same_user_is_not_blocked_by_the_customer_mappi
 
     assert_received(&first);
     assert_received(&second);
+    assert_eq!(pay.balance().await, 210);
+}
+
+/// The `created_at` of the `CUSTOMER#stripe#<customer>` mapping.
+async fn mapping_created_at(pay: &Pay, customer: &str) -> String {
+    let item = pay
+        .stack
+        .clients
+        .dynamo
+        .get_item()
+        .table_name(&pay.stack.names.table)
+        .key(
+            "pk",
+            AttributeValue::S(format!("CUSTOMER#stripe#{customer}")),
+        )
+        .key("sk", AttributeValue::S("CUSTOMER".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .expect("the mapping exists");
+    item["created_at"].as_s().unwrap().clone()
+}
+
+#[tokio::test]
+async fn a_second_purchase_keeps_the_customer_mapping_as_first_recorded() {
+    let pay = pay_stack("pay-mapping-kept").await;
+    let buy =
+        |id: &str, pi: &str| stripe_purchase(id, &pay.user, "credits_100", pi, "cus_kept", 999);
+    assert_received(&pay.stripe(&buy("evt_k1", "pi_k1")).await);
+    let created = mapping_created_at(&pay, "cus_kept").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+
+    assert_received(&pay.stripe(&buy("evt_k2", "pi_k2")).await);
+
+    assert_eq!(mapping_created_at(&pay, "cus_kept").await, created);
     assert_eq!(pay.balance().await, 210);
 }
 

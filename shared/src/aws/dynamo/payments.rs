@@ -1053,15 +1053,33 @@ impl DynamoStore {
                     user_id: user,
                     created_at: rfc3339(now),
                 };
-                let put = Put::builder()
+                // An update, not a put: a purchase planned without a read may find the
+                // mapping already there for this user, and its creation time is kept.
+                let mut item = to_item(&mapping);
+                let key = item_key(mapping.pk.clone(), &mapping.sk);
+                item.retain(|name, _| !key.contains_key(name));
+                let created = item
+                    .remove("created_at")
+                    .expect("the mapping has created_at");
+                let mut update = Update::builder()
                     .table_name(&self.table)
-                    .set_item(Some(to_item(&mapping)))
+                    .set_key(Some(key))
                     .condition_expression("attribute_not_exists(pk) OR user_id = :u")
+                    .expression_attribute_values(":created", created);
+                let mut sets = vec!["created_at = if_not_exists(created_at, :created)".to_string()];
+                for (i, (name, value)) in item.into_iter().enumerate() {
+                    sets.push(format!("#f{i} = :f{i}"));
+                    update = update
+                        .expression_attribute_names(format!("#f{i}"), name)
+                        .expression_attribute_values(format!(":f{i}"), value);
+                }
+                let update = update
                     .expression_attribute_values(":u", AttributeValue::S(user.to_string()))
+                    .update_expression(format!("SET {}", sets.join(", ")))
                     .build()
-                    .expect("table and item are set");
+                    .expect("table, key and expression are set");
                 tx.push(
-                    TransactWriteItem::builder().put(put).build(),
+                    TransactWriteItem::builder().update(update).build(),
                     Role::Named("customer"),
                 );
                 let reverse = UserCustomerItem {
