@@ -118,6 +118,32 @@ fn outcomes(map: &BTreeMap<String, usize>) -> String {
         .join(", ")
 }
 
+/// The two init targets of one function's median first poll, in one configuration: against
+/// the SDK hello-world measured the same way, and against Node.
+fn init_targets(
+    targets: &mut Vec<String>,
+    name: &str,
+    how: &str,
+    poll: f64,
+    sdk: Option<f64>,
+    node: Option<f64>,
+) {
+    if let Some(b) = sdk {
+        targets.push(format!(
+            "init of `{name}` {how} ≤ 1.3× the SDK hello-world: {} ({:.2}×)",
+            verdict(poll <= 1.3 * b),
+            poll / b
+        ));
+    }
+    if let Some(n) = node {
+        targets.push(format!(
+            "init of `{name}` {how} ≤ 1/20 of Node: {} (1/{:.0})",
+            verdict(poll * 20.0 <= n),
+            n / poll
+        ));
+    }
+}
+
 pub fn markdown(r: &Results) -> String {
     let mut s = String::new();
     let mut targets: Vec<String> = Vec::new();
@@ -155,22 +181,14 @@ pub fn markdown(r: &Results) -> String {
                 outcomes(&x.outcomes)
             );
             if is_function(&x.name) {
-                if let Some(b) = sdk {
-                    targets.push(format!(
-                        "init of `{}` without `SSL_CERT_FILE` ≤ 1.3× the SDK hello-world: {} ({:.2}×)",
-                        x.name,
-                        verdict(poll <= 1.3 * b),
-                        poll / b
-                    ));
-                }
-                if let Some(n) = node {
-                    targets.push(format!(
-                        "init of `{}` without `SSL_CERT_FILE` ≤ 1/20 of Node: {} (1/{:.0})",
-                        x.name,
-                        verdict(poll * 20.0 <= n),
-                        n / poll
-                    ));
-                }
+                init_targets(
+                    &mut targets,
+                    &x.name,
+                    "without `SSL_CERT_FILE`",
+                    poll,
+                    sdk,
+                    node,
+                );
             }
         }
         s.push('\n');
@@ -216,23 +234,7 @@ pub fn markdown(r: &Results) -> String {
                     .unwrap_or_default()
             );
             if is_function(&x.name) {
-                if let Some(b) = sdk {
-                    targets.push(format!(
-                        "init of `{}` as deployed ≤ 1.3× the SDK hello-world with the same \
-                         bundle: {} ({:.2}×)",
-                        x.name,
-                        verdict(poll <= 1.3 * b),
-                        poll / b
-                    ));
-                }
-                if let Some(n) = node {
-                    targets.push(format!(
-                        "init of `{}` as deployed ≤ 1/20 of Node: {} (1/{:.0})",
-                        x.name,
-                        verdict(poll * 20.0 <= n),
-                        n / poll
-                    ));
-                }
+                init_targets(&mut targets, &x.name, "as deployed", poll, sdk, node);
             }
         }
         s.push('\n');
