@@ -1056,26 +1056,20 @@ impl DynamoStore {
                 // An update, not a put: a purchase planned without a read may find the
                 // mapping already there for this user, and its creation time is kept.
                 let mut item = to_item(&mapping);
-                let key = item_key(mapping.pk.clone(), &mapping.sk);
-                item.retain(|name, _| !key.contains_key(name));
-                let created = item
-                    .remove("created_at")
-                    .expect("the mapping has created_at");
-                let mut update = Update::builder()
+                let mut field = |name: &str| item.remove(name).expect("the mapping has it");
+                let update = Update::builder()
                     .table_name(&self.table)
-                    .set_key(Some(key))
-                    .condition_expression("attribute_not_exists(pk) OR user_id = :u")
-                    .expression_attribute_values(":created", created);
-                let mut sets = vec!["created_at = if_not_exists(created_at, :created)".to_string()];
-                for (i, (name, value)) in item.into_iter().enumerate() {
-                    sets.push(format!("#f{i} = :f{i}"));
-                    update = update
-                        .expression_attribute_names(format!("#f{i}"), name)
-                        .expression_attribute_values(format!(":f{i}"), value);
-                }
-                let update = update
-                    .expression_attribute_values(":u", AttributeValue::S(user.to_string()))
-                    .update_expression(format!("SET {}", sets.join(", ")))
+                    .set_key(Some(item_key(mapping.pk.clone(), &mapping.sk)))
+                    .update_expression("SET #p = :p, #c = :c, #u = :u, #t = if_not_exists(#t, :t)")
+                    .condition_expression("attribute_not_exists(pk) OR #u = :u")
+                    .expression_attribute_names("#p", "provider")
+                    .expression_attribute_names("#c", "customer_id")
+                    .expression_attribute_names("#u", "user_id")
+                    .expression_attribute_names("#t", "created_at")
+                    .expression_attribute_values(":p", field("provider"))
+                    .expression_attribute_values(":c", field("customer_id"))
+                    .expression_attribute_values(":u", field("user_id"))
+                    .expression_attribute_values(":t", field("created_at"))
                     .build()
                     .expect("table, key and expression are set");
                 tx.push(
