@@ -36,6 +36,9 @@ pub enum ApiError {
     Forbidden(String),
     #[error("not found")]
     NotFound,
+    /// A known path asked with a method it does not serve (the router adds `Allow`).
+    #[error("method not allowed")]
+    MethodNotAllowed,
     #[error("{detail}")]
     Conflict { code: &'static str, detail: String },
     #[error("request body over 1 MiB")]
@@ -79,6 +82,11 @@ impl ApiError {
             ),
             Self::Forbidden(_) => (S::FORBIDDEN, "forbidden", "Forbidden"),
             Self::NotFound => (S::NOT_FOUND, "not_found", "Not found"),
+            Self::MethodNotAllowed => (
+                S::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed",
+            ),
             Self::Conflict { code, .. } => (S::CONFLICT, code, "Conflict"),
             Self::PayloadTooLarge => (
                 S::PAYLOAD_TOO_LARGE,
@@ -110,6 +118,7 @@ impl ApiError {
             Self::Unauthorized => "a valid session is required".into(),
             Self::InsufficientCredits => "the balance does not cover the cost".into(),
             Self::NotFound => "no such resource".into(),
+            Self::MethodNotAllowed => "this path does not serve this method; see Allow".into(),
             Self::PayloadTooLarge => "the request body is larger than 1 MiB".into(),
             Self::UnsupportedMediaType => {
                 "a request with a body must be sent as application/json".into()

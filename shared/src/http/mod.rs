@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
 pub use error::{ApiError, FieldError};
-pub use extract::{CurrentUser, JsonBody, Page, SessionToken};
+pub use extract::{Caller, CurrentUser, JsonBody, Page, SessionToken, SessionUser};
 
 /// Largest request body we read.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -33,9 +33,7 @@ pub fn request_id() -> Option<String> {
 pub fn service<S: Clone + Send + Sync + 'static>(routes: Router<S>) -> Router<S> {
     routes
         .fallback(|| async { ApiError::NotFound })
-        .method_not_allowed_fallback(|| async {
-            ApiError::invalid("method not allowed for this path")
-        })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn(guard_body))
         .layer(middleware::from_fn(request_context))
 }
