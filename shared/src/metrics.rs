@@ -82,6 +82,12 @@ pub const CATALOG: &[MetricSpec] = &[
         "succeeded with fewer images than asked",
     ),
     spec(
+        "GenerationsCanceled",
+        Unit::Count,
+        &["State"],
+        "cancels asked, by the state they found (queued: refunded at once; running: marked)",
+    ),
+    spec(
         "CreditsSpent",
         Unit::Count,
         &["Model"],
@@ -91,7 +97,7 @@ pub const CATALOG: &[MetricSpec] = &[
         "CreditsRefunded",
         Unit::Count,
         &["Reason"],
-        "credits given back (generation, enqueue_failed)",
+        "credits given back (generation, enqueue_failed, canceled)",
     ),
     spec(
         "CreditsGranted",

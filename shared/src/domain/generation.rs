@@ -200,11 +200,16 @@ pub enum Status {
     Running,
     Succeeded,
     Failed,
+    /// Stopped at the owner's request, with the images made before it stopped.
+    Canceled,
 }
 
 impl Status {
+    /// The statuses a generation ends in.
+    pub const FINAL: [Self; 3] = [Self::Succeeded, Self::Failed, Self::Canceled];
+
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed)
+        Self::FINAL.contains(&self)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -213,6 +218,7 @@ impl Status {
             Self::Running => "running",
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
+            Self::Canceled => "canceled",
         }
     }
 }
@@ -253,6 +259,8 @@ pub struct Generation {
     pub error: Option<GenerationError>,
     pub refunded_credits: i64,
     pub attempt: u32,
+    /// The owner asked a running generation to stop: no further image is started.
+    pub cancel_requested: bool,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
     pub completed_at: Option<OffsetDateTime>,
@@ -282,6 +290,7 @@ pub struct GenerationView {
     pub images: Vec<ImageView>,
     pub error: Option<GenerationError>,
     pub refunded_credits: i64,
+    pub cancel_requested: bool,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -317,6 +326,7 @@ impl Generation {
             images,
             error: self.error,
             refunded_credits: self.refunded_credits,
+            cancel_requested: self.cancel_requested,
             created_at: self.created_at,
             updated_at: self.updated_at,
             completed_at: self.completed_at,

@@ -28,7 +28,7 @@ pub const UPLOAD_TTL_SECS: i64 = 24 * 3600;
 
 const GEN_PREFIX: &str = "GEN#";
 
-fn gen_sk(id: GenerationId) -> String {
+pub(crate) fn gen_sk(id: GenerationId) -> String {
     format!("{GEN_PREFIX}{id}")
 }
 
@@ -91,6 +91,8 @@ pub(crate) struct GenerationItem {
     pub lease_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requeued_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancel_requested: bool,
 }
 
 impl GenerationItem {
@@ -112,6 +114,7 @@ impl GenerationItem {
             error: self.error,
             refunded_credits: self.refunded_credits,
             attempt: self.attempt,
+            cancel_requested: self.cancel_requested,
             created_at: parse_time(&self.created_at),
             updated_at: parse_time(&self.updated_at),
             completed_at: self.completed_at.as_deref().map(parse_time),
@@ -150,7 +153,9 @@ struct UploadItem {
 #[derive(Debug, Clone)]
 pub struct NewGeneration<'a> {
     pub user: UserId,
-    pub session_version: u64,
+    /// The session to check in the debit's condition; `None` for an API key (looked up
+    /// already).
+    pub session_version: Option<u64>,
     pub request: &'a GenerationRequest,
     pub reference_keys: Vec<String>,
     /// The hashed `Idempotency-Key` and the request's fingerprint.
@@ -228,7 +233,7 @@ impl DynamoStore {
             Role::Named("rate"),
         );
         let debit = BalanceChange::debit(new.user, cost, LedgerReason::Generation, id.to_string());
-        self.push_change(&mut tx, &debit, Some(new.session_version), false, now);
+        self.push_change(&mut tx, &debit, new.session_version, false, now);
         let item = GenerationItem {
             pk: keys::user_pk(new.user),
             sk: gen_sk(id),
@@ -260,6 +265,7 @@ impl DynamoStore {
             idempotency_sk: idempotency_sk.clone(),
             lease_id: None,
             requeued_at: None,
+            cancel_requested: false,
         };
         tx.push(
             put_new(&self.table, to_item(&item)),
@@ -314,33 +320,7 @@ impl DynamoStore {
             code: "enqueue_failed".into(),
             message: "the job could not be queued; its credits were refunded".into(),
         };
-        let update = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(item_key(keys::user_pk(generation.user_id), &gen_sk(generation.id))))
-            .update_expression(
-                "SET #s = :failed, #e = :error, refunded_credits = :cost, completed_at = :now, updated_at = :now REMOVE open_pk, open_sk",
-            )
-            .condition_expression("#s = :queued")
-            .expression_attribute_names("#s", "status")
-            .expression_attribute_names("#e", "error")
-            .expression_attribute_values(":failed", AttributeValue::S("failed".into()))
-            .expression_attribute_values(":queued", AttributeValue::S("queued".into()))
-            .expression_attribute_values(":error", AttributeValue::M(to_item(&error)))
-            .expression_attribute_values(":cost", number(generation.cost))
-            .expression_attribute_values(":now", AttributeValue::S(rfc3339(now)))
-            .build()
-            .expect("table, key and expression are set");
-        tx.push(
-            TransactWriteItem::builder().update(update).build(),
-            Role::Named("queued"),
-        );
-        let refund = BalanceChange::grant(
-            generation.user_id,
-            Credits::new(generation.cost).map_err(|e| StoreError::Internal(e.into()))?,
-            LedgerReason::Refund,
-            generation.id.to_string(),
-        );
-        self.push_change(&mut tx, &refund, None, false, now);
+        self.push_end_queued(&mut tx, generation, Status::Failed, &error, None, now)?;
         if let Some(sk) = idempotency_sk {
             let delete = Delete::builder()
                 .table_name(&self.table)
@@ -359,6 +339,49 @@ impl DynamoStore {
         }
     }
 
+    /// Adds to `tx` the end of a generation that never ran: `status` with `error`, its
+    /// whole cost refunded (the refund's balance update checking `session`, when given),
+    /// out of the open index; conditioned on it still being `queued`, so a worker's claim
+    /// and this end exclude each other (`ConditionFailed("queued")`).
+    pub(crate) fn push_end_queued(
+        &self,
+        tx: &mut Tx,
+        generation: &Generation,
+        status: Status,
+        error: &GenerationError,
+        session: Option<u64>,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(item_key(keys::user_pk(generation.user_id), &gen_sk(generation.id))))
+            .update_expression(
+                "SET #s = :final, #e = :error, refunded_credits = :cost, completed_at = :now, updated_at = :now REMOVE open_pk, open_sk",
+            )
+            .condition_expression("#s = :queued")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_names("#e", "error")
+            .expression_attribute_values(":final", AttributeValue::S(status.as_str().into()))
+            .expression_attribute_values(":queued", AttributeValue::S("queued".into()))
+            .expression_attribute_values(":error", AttributeValue::M(to_item(error)))
+            .expression_attribute_values(":cost", number(generation.cost))
+            .expression_attribute_values(":now", AttributeValue::S(rfc3339(now)))
+            .build()
+            .expect("table, key and expression are set");
+        tx.push(
+            TransactWriteItem::builder().update(update).build(),
+            Role::Named("queued"),
+        );
+        let refund = BalanceChange::grant(
+            generation.user_id,
+            Credits::new(generation.cost).map_err(|e| StoreError::Internal(e.into()))?,
+            LedgerReason::Refund,
+            generation.id.to_string(),
+        );
+        self.push_change(tx, &refund, session, false, now);
+        Ok(())
+    }
+
     /// The user's generation, or `None` (another user's id is simply not found).
     pub async fn get_generation(
         &self,
@@ -372,23 +395,26 @@ impl DynamoStore {
     }
 
     /// The generation, read together with the user item in one `BatchGetItem` so that a
-    /// revoked session (`session_version` moved on) is refused without another call.
+    /// revoked session (`session_version` moved on) is refused without another call. With
+    /// `None` (an API key, looked up already) the user item need only exist.
     pub async fn get_generation_checked(
         &self,
         user: UserId,
-        session_version: u64,
+        session_version: Option<u64>,
         id: GenerationId,
     ) -> Result<Option<Generation>, StoreError> {
         let profile = item_key(keys::user_pk(user), PROFILE);
         let generation = item_key(keys::user_pk(user), &gen_sk(id));
         let items = self.batch_get(vec![profile, generation]).await?;
-        let user_ok = items
-            .iter()
-            .find(|i| sk_of(i) == Some(PROFILE))
-            .and_then(|i| i.get("session_version"))
-            .and_then(|v| v.as_n().ok())
-            .and_then(|n| n.parse::<u64>().ok())
-            == Some(session_version);
+        let profile = items.iter().find(|i| sk_of(i) == Some(PROFILE));
+        let user_ok = profile.is_some_and(|p| {
+            session_version.is_none_or(|expected| {
+                p.get("session_version")
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|n| n.parse::<u64>().ok())
+                    == Some(expected)
+            })
+        });
         if !user_ok {
             return Err(StoreError::SessionRevoked);
         }
@@ -464,10 +490,13 @@ impl DynamoStore {
             .delete_item()
             .table_name(&self.table)
             .set_key(Some(item_key(keys::user_pk(user), &gen_sk(id))))
-            .condition_expression("attribute_exists(pk) AND (#s = :ok OR #s = :failed)")
+            .condition_expression(
+                "attribute_exists(pk) AND (#s = :ok OR #s = :failed OR #s = :canceled)",
+            )
             .expression_attribute_names("#s", "status")
             .expression_attribute_values(":ok", AttributeValue::S("succeeded".into()))
             .expression_attribute_values(":failed", AttributeValue::S("failed".into()))
+            .expression_attribute_values(":canceled", AttributeValue::S("canceled".into()))
             .return_values_on_condition_check_failure(
                 aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
             )
@@ -489,29 +518,34 @@ impl DynamoStore {
     }
 
     /// Records an upload the user may reference until it expires, if the session is still
-    /// current: one transaction (a condition check on the user and the put).
+    /// current (or, for an API key, the user exists): one transaction (a condition check on
+    /// the user and the put).
     pub async fn put_upload(
         &self,
         user: UserId,
-        session_version: u64,
+        session_version: Option<u64>,
         upload: &Upload,
     ) -> Result<(), StoreError> {
         let mut tx = Tx::default();
-        let check = ConditionCheck::builder()
+        let mut check = ConditionCheck::builder()
             .table_name(&self.table)
             .set_key(Some(item_key(keys::user_pk(user), PROFILE)))
-            .condition_expression("session_version = :sv")
-            .expression_attribute_values(":sv", number(session_version as i64))
             .return_values_on_condition_check_failure(
                 aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
-            )
-            .build()
-            .expect("table, key and condition are set");
+            );
+        check = match session_version {
+            Some(version) => check
+                .condition_expression("session_version = :sv")
+                .expression_attribute_values(":sv", number(version as i64)),
+            None => check.condition_expression("attribute_exists(pk)"),
+        };
         tx.push(
-            TransactWriteItem::builder().condition_check(check).build(),
+            TransactWriteItem::builder()
+                .condition_check(check.build().expect("table, key and condition are set"))
+                .build(),
             Role::Balance {
                 user,
-                expected_session: Some(session_version),
+                expected_session: session_version,
                 cost: None,
             },
         );
