@@ -285,3 +285,13 @@ pub fn png(width: u32, height: u32) -> Vec<u8> {
         .expect("encoding a PNG");
     bytes
 }
+
+/// Feeds `worker` from this stack's real queue in the background, as the local runner
+/// does, until the returned task is dropped or aborted.
+pub fn pump_queue(stack: &Stack, worker: Arc<worker::Worker>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(local_runner::pump::pump(
+        worker,
+        stack.clients.sqs.clone(),
+        stack.queue_url.clone(),
+    ))
+}

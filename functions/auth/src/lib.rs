@@ -1,6 +1,7 @@
 //! Function `auth`: sign-in (Google, Facebook, Google One Tap, local dev sign-in),
 //! sessions and the account (`/auth/*`, `/v1/me*`).
 
+pub mod credentials;
 pub mod google;
 pub mod oauth;
 
@@ -19,7 +20,9 @@ use shared::aws::secrets::Secrets;
 use shared::config::{ConfigError, Secret};
 use shared::domain::ledger::LedgerEntry;
 use shared::domain::user::{Me, Profile, User};
-use shared::http::{ApiError, CurrentUser, FieldError, JsonBody, Page, SessionToken, client_ip};
+use shared::http::{
+    ApiError, CurrentUser, FieldError, JsonBody, Page, SessionToken, SessionUser, client_ip,
+};
 use shared::outbound::LazyClient;
 
 use crate::google::Jwks;
@@ -144,6 +147,7 @@ pub fn routes(auth: Arc<AuthContext>) -> Router<Arc<Services>> {
         .route("/auth/logout", post(logout))
         .route("/v1/me", get(me).delete(delete_account))
         .route("/v1/me/ledger", get(ledger))
+        .merge(credentials::routes())
         .layer(Extension(auth))
 }
 
@@ -583,7 +587,7 @@ async fn me(CurrentUser(user): CurrentUser) -> Json<Me> {
 /// sessions are revoked; ledger and payment records stay without personal data.
 async fn delete_account(
     State(services): State<Arc<Services>>,
-    CurrentUser(user): CurrentUser,
+    SessionUser(user): SessionUser,
 ) -> Result<impl IntoResponse, ApiError> {
     for prefix in [
         format!("images/{}/", user.id),

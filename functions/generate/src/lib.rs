@@ -1,6 +1,8 @@
 //! Function `generate`: models, uploads and generations (`/v1/models`, `/v1/uploads`,
 //! `/v1/generations*`).
 
+pub mod wait;
+
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -10,6 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use shared::Services;
+use shared::aws::dynamo::cancel::Canceled;
 use shared::aws::dynamo::generations::{UPLOAD_TTL_SECS, idempotency_sk};
 use shared::aws::dynamo::{Accepted, NewGeneration, StoreError, Upload};
 use shared::aws::s3::UPLOAD_URL_TTL;
@@ -19,7 +22,7 @@ use shared::domain::generation::{
     CreateGeneration, Generation, GenerationRequest, GenerationView, ReferenceImage,
 };
 use shared::domain::{GenerationId, UploadId, UserId};
-use shared::http::{ApiError, CurrentUser, FieldError, JsonBody, Page, SessionToken};
+use shared::http::{ApiError, Caller, CurrentUser, FieldError, JsonBody, Page};
 use time::OffsetDateTime;
 
 /// Largest reference image a client may upload.
@@ -39,6 +42,7 @@ pub fn routes() -> Router<Arc<Services>> {
             "/v1/generations/{id}",
             get(read_generation).delete(delete_generation),
         )
+        .route("/v1/generations/{id}/cancel", post(cancel_generation))
 }
 
 /// The complete router the Lambda serves.
@@ -106,7 +110,7 @@ struct UploadTicket {
 /// A presigned PUT for one reference image, with its type and exact size signed.
 async fn create_upload(
     State(services): State<Arc<Services>>,
-    SessionToken(claims): SessionToken,
+    claims: Caller,
     JsonBody(body): JsonBody<NewUpload>,
 ) -> Result<Response, ApiError> {
     let mut errors = Vec::new();
@@ -163,10 +167,11 @@ async fn create_upload(
     Ok((StatusCode::CREATED, Json(ticket)).into_response())
 }
 
-/// Validate, price, charge and record in one transaction, then enqueue: 202.
+/// Validate, price, charge and record in one transaction, then enqueue: 202 (after
+/// waiting for the result, with `Prefer: wait`).
 async fn create_generation(
     State(services): State<Arc<Services>>,
-    SessionToken(claims): SessionToken,
+    claims: Caller,
     headers: HeaderMap,
     JsonBody(body): JsonBody<CreateGeneration>,
 ) -> Result<Response, ApiError> {
@@ -193,10 +198,11 @@ async fn create_generation(
         idempotency: idempotency_key.map(|key| (idempotency_sk(key), request.fingerprint())),
         rate_limit_per_minute: services.settings.rate_limit_per_minute,
     };
+    let wait = wait::preferred(&headers);
     let generation = match services.store.accept_generation(&new).await? {
         Accepted::Replay(generation) => {
             tracing::info!(generation_id = %generation.id, "idempotent replay");
-            return accepted(&services, generation).await;
+            return accepted(&services, generation, wait).await;
         }
         Accepted::New(generation) => generation,
     };
@@ -232,7 +238,7 @@ async fn create_generation(
         }
         // A worker (sent by the sweeper) already holds it: it is on its way.
     }
-    accepted(&services, generation).await
+    accepted(&services, generation, wait).await
 }
 
 /// `Idempotency-Key`: 1 to 255 visible ASCII characters, when present.
@@ -252,15 +258,22 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
         })
 }
 
-async fn accepted(services: &Services, generation: Generation) -> Result<Response, ApiError> {
+async fn accepted(
+    services: &Services,
+    generation: Generation,
+    wait: Option<u64>,
+) -> Result<Response, ApiError> {
     let location = format!("/v1/generations/{}", generation.id);
+    let generation = wait::until_final(services, generation, wait).await?;
     let view = view(services, generation).await?;
-    Ok((
+    let mut response = (
         StatusCode::ACCEPTED,
         [(header::LOCATION, location)],
         Json(view),
     )
-        .into_response())
+        .into_response();
+    wait::applied(&mut response, wait);
+    Ok(response)
 }
 
 /// The S3 keys of the reference images: the caller's own unexpired uploads, present in S3
@@ -356,15 +369,59 @@ fn parse_id(id: &str) -> Result<GenerationId, ApiError> {
 
 async fn read_generation(
     State(services): State<Arc<Services>>,
-    SessionToken(claims): SessionToken,
+    claims: Caller,
+    headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<GenerationView>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     let generation = services
         .store
         .get_generation_checked(claims.user_id, claims.session_version, id)
         .await?
         .ok_or(ApiError::NotFound)?;
+    let wait = wait::preferred(&headers);
+    let generation = wait::until_final(&services, generation, wait).await?;
+    let mut response = Json(view(&services, generation).await?).into_response();
+    wait::applied(&mut response, wait);
+    Ok(response)
+}
+
+/// `queued` -> `canceled` and refunded at once; `running` -> marked for its worker to
+/// stop; a final one is `409 not_cancelable`.
+async fn cancel_generation(
+    State(services): State<Arc<Services>>,
+    claims: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<GenerationView>, ApiError> {
+    let id = parse_id(&id)?;
+    let canceled = services
+        .store
+        .cancel_generation(claims.user_id, claims.session_version, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let generation = match canceled {
+        Canceled::Queued(generation) => {
+            tracing::info!(generation_id = %id, refunded = generation.cost, "queued generation canceled");
+            shared::metrics::count("GenerationsCanceled", 1, &[("State", "queued")]);
+            shared::metrics::count(
+                "CreditsRefunded",
+                generation.cost as u64,
+                &[("Reason", "canceled")],
+            );
+            *generation
+        }
+        Canceled::Requested(generation) => {
+            tracing::info!(generation_id = %id, "cancel requested of a running generation");
+            shared::metrics::count("GenerationsCanceled", 1, &[("State", "running")]);
+            *generation
+        }
+        Canceled::AlreadyFinal(status) => {
+            return Err(ApiError::Conflict {
+                code: "not_cancelable",
+                detail: format!("the generation has already ended ({})", status.as_str()),
+            });
+        }
+    };
     Ok(Json(view(&services, generation).await?))
 }
 
@@ -387,7 +444,7 @@ async fn list_generations(
 /// A finished generation and its images are deleted; an open one is 409.
 async fn delete_generation(
     State(services): State<Arc<Services>>,
-    SessionToken(claims): SessionToken,
+    claims: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use shared::Services;
 use shared::aws::dynamo::payments::EventOutcome;
 use shared::domain::products::{self, PRODUCTS, Product, ProductKind};
-use shared::http::{ApiError, CurrentUser, FieldError, JsonBody, MAX_BODY_BYTES};
+use shared::http::{ApiError, FieldError, JsonBody, MAX_BODY_BYTES, SessionUser};
 use shared::payments::{
     CheckoutRequest, CheckoutSession, ParseError, PaymentEvent, Payments, Provider, ProviderError,
     VerifyError,
@@ -106,7 +106,7 @@ struct CheckoutView {
 async fn checkout(
     State(services): State<Arc<Services>>,
     PaymentProviders(payments): PaymentProviders,
-    CurrentUser(user): CurrentUser,
+    SessionUser(user): SessionUser,
     JsonBody(body): JsonBody<NewCheckout>,
 ) -> Result<Response, ApiError> {
     let mut errors = Vec::new();
@@ -212,7 +212,7 @@ struct PortalView {
 async fn billing_portal(
     State(services): State<Arc<Services>>,
     PaymentProviders(payments): PaymentProviders,
-    CurrentUser(user): CurrentUser,
+    SessionUser(user): SessionUser,
 ) -> Result<Response, ApiError> {
     let subscription = services
         .store

@@ -1,4 +1,4 @@
-//! Prefixed ULID identifiers (`usr_`, `gen_`, `upl_`, `led_`).
+//! Prefixed ULID identifiers (`usr_`, `gen_`, `upl_`, `led_`, `key_`).
 
 use std::fmt;
 use std::str::FromStr;
@@ -97,6 +97,10 @@ prefixed_id!(
 prefixed_id!(
     /// A ledger row (`led_…`).
     LedgerId, "led_", "ledger"
+);
+prefixed_id!(
+    /// An API key (`key_…`); the key itself (`nbk_…`) is never stored.
+    ApiKeyId, "key_", "API key"
 );
 
 #[cfg(test)]

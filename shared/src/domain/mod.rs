@@ -7,7 +7,8 @@ pub mod ids;
 pub mod ledger;
 pub mod payment;
 pub mod products;
+pub mod secrets;
 pub mod user;
 
 pub use credits::Credits;
-pub use ids::{GenerationId, LedgerId, UploadId, UserId};
+pub use ids::{ApiKeyId, GenerationId, LedgerId, UploadId, UserId};

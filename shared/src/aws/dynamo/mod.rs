@@ -5,6 +5,8 @@
 //! `SessionRevoked`, an already-applied reference is `AlreadyApplied`.
 
 pub mod admin;
+pub mod api_keys;
+pub mod cancel;
 pub mod generations;
 mod keys;
 pub mod ledger;

@@ -26,6 +26,14 @@ pub(crate) enum Role {
         expected_session: Option<u64>,
         cost: Option<i64>,
     },
+    /// A counter on the profile kept under `max` (the API keys a user holds): fails on a
+    /// revoked session, no user, or a full count (`ConditionFailed("limit")`).
+    Limit {
+        user: UserId,
+        expected_session: Option<u64>,
+        attribute: &'static str,
+        max: i64,
+    },
     /// A reference-keyed guard: fails when the change was applied already.
     Guard,
     /// Any other conditioned item; its name is reported.
@@ -145,6 +153,27 @@ impl DynamoStore {
                     None => self.get_user_item(user).await?,
                 };
                 Ok(balance_failure(old.as_ref(), expected_session, cost))
+            }
+            Role::Limit {
+                user,
+                expected_session,
+                attribute,
+                max,
+            } => {
+                let old = match reason.item() {
+                    Some(item) => Some(item.clone()),
+                    None => self.get_user_item(user).await?,
+                };
+                if let Some(answer) = balance_failure(old.as_ref(), expected_session, None) {
+                    return Ok(Some(answer));
+                }
+                let count = old
+                    .as_ref()
+                    .and_then(|o| o.get(attribute))
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|n| n.parse::<i64>().ok())
+                    .unwrap_or(0);
+                Ok((count >= max).then_some(StoreError::ConditionFailed("limit")))
             }
         }
     }
