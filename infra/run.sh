@@ -28,6 +28,8 @@ export AWS_REGION="${AWS_REGION:-us-east-1}"
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-local}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-local}"
 export AUTH_DEV_LOGIN="${AUTH_DEV_LOGIN:-1}"
 export MODEL_PROVIDERS="${MODEL_PROVIDERS:-*=local}"
+# Completion webhooks may go to a receiver on this machine (never set when deployed).
+export WEBHOOK_ALLOW_LOOPBACK="${WEBHOOK_ALLOW_LOOPBACK:-1}"
 export APP_ORIGINS="${APP_ORIGINS:-http://localhost:5173,http://127.0.0.1:5173}"
 # A fresh key per run: the emulator forgets everything on restart anyway.
 export SESSION_SECRET="${SESSION_SECRET:-$(head -c 48 /dev/urandom | base64 | tr -d '\n')}"

@@ -146,6 +146,10 @@ pub struct Settings {
     pub bucket_name: String,
     pub queue_url: String,
     pub dlq_url: Option<String>,
+    /// The completion webhooks' queue; without it, a request for a webhook is refused.
+    pub hooks_queue_url: Option<String>,
+    /// `WEBHOOK_ALLOW_LOOPBACK=1`: webhooks may go to loopback addresses (local runs only).
+    pub webhook_allow_loopback: bool,
     pub app_origins: AppOrigins,
     pub session_ttl: Duration,
     pub signup_bonus_credits: i64,
@@ -171,6 +175,8 @@ impl Settings {
             bucket_name: required("BUCKET_NAME")?,
             queue_url: required("QUEUE_URL")?,
             dlq_url: get("DLQ_URL"),
+            hooks_queue_url: get("HOOKS_QUEUE_URL"),
+            webhook_allow_loopback: get("WEBHOOK_ALLOW_LOOPBACK").as_deref() == Some("1"),
             app_origins: AppOrigins::parse(&get("APP_ORIGINS").unwrap_or_default())?,
             session_ttl: duration(&get, "SESSION_TTL", 7 * 24 * 3600)?,
             signup_bonus_credits: number(&get, "SIGNUP_BONUS_CREDITS", 10, 0..=1_000_000)?,

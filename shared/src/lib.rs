@@ -5,6 +5,7 @@
 pub mod aws;
 pub mod config;
 pub mod domain;
+pub mod hooks;
 pub mod http;
 pub mod metrics;
 pub mod outbound;

@@ -130,6 +130,24 @@ pub const CATALOG: &[MetricSpec] = &[
         "applied, duplicate, refused, unattributed, ignored",
     ),
     spec(
+        "WebhookDeliveries",
+        Unit::Count,
+        &["Event", "Outcome"],
+        "completion webhook attempts: delivered, retry, rejected, exhausted, dropped",
+    ),
+    spec(
+        "WebhookLatency",
+        Unit::Milliseconds,
+        &[],
+        "one completion webhook attempt, until the receiver answered or it failed",
+    ),
+    spec(
+        "WebhookResent",
+        Unit::Count,
+        &[],
+        "completion webhook events the sweeper sent again (their message was lost)",
+    ),
+    spec(
         "RouteLatency",
         Unit::Milliseconds,
         &["Route"],

@@ -11,6 +11,7 @@ use crate::aws::s3::BlobStore;
 use crate::aws::secrets::Secrets;
 use crate::aws::sqs::JobQueue;
 use crate::config::{Secret, Settings, require_strong};
+use crate::hooks::target::Targets;
 use crate::session::SessionKeys;
 
 /// Settings, storage, queue and session keys: shared by every request of a function.
@@ -21,6 +22,8 @@ pub struct Services {
     pub blobs: BlobStore,
     pub queue: JobQueue,
     pub sessions: SessionKeys,
+    /// Where completion webhooks may go (checked at create time).
+    pub hook_targets: Targets,
 }
 
 impl Services {
@@ -55,6 +58,7 @@ impl Services {
             blobs: BlobStore::new(clients.s3, settings.bucket_name.clone()),
             queue: JobQueue::new(clients.sqs, settings.queue_url.clone()),
             sessions: SessionKeys::new(session_secret, settings.session_ttl),
+            hook_targets: Targets::new(settings.webhook_allow_loopback),
             settings,
         }
     }

@@ -16,6 +16,7 @@ use shared::aws::dynamo::BalanceChange;
 use shared::config::{Secret, Settings};
 use shared::domain::ledger::LedgerReason;
 use shared::domain::{Credits, UserId};
+use shared::hooks::target::Targets;
 use tower::ServiceExt;
 
 pub const SESSION_SECRET: &str = "integration-test-session-secret-0123456789abcdef";
@@ -62,6 +63,24 @@ pub async fn stack_with_auth(
     adjust: impl FnOnce(&mut Settings),
     auth: Arc<auth::AuthContext>,
 ) -> Stack {
+    stack_with_targets(test, adjust, auth, None).await
+}
+
+/// A stack whose webhook checks use `targets` (a local receiver's name, a name that
+/// resolves somewhere forbidden).
+pub async fn stack_with_hook_targets(test: &str, targets: Targets) -> Stack {
+    let auth =
+        auth::AuthContext::from_lookup(|_| None, &mut shared::aws::secrets::Secrets::default())
+            .expect("no sign-in providers is a valid configuration");
+    stack_with_targets(test, |_| {}, Arc::new(auth), Some(targets)).await
+}
+
+async fn stack_with_targets(
+    test: &str,
+    adjust: impl FnOnce(&mut Settings),
+    auth: Arc<auth::AuthContext>,
+    targets: Option<Targets>,
+) -> Stack {
     let sdk = sdk_config().await;
     let names = Names::with_prefix(&unique_prefix(test));
     let provisioned = provision::ensure_all(&sdk, &names)
@@ -72,6 +91,7 @@ pub async fn stack_with_auth(
         "BUCKET_NAME" => Some(names.bucket.clone()),
         "QUEUE_URL" => Some(provisioned.queue_url.clone()),
         "DLQ_URL" => Some(provisioned.dlq_url.clone()),
+        "HOOKS_QUEUE_URL" => Some(provisioned.hooks_queue_url.clone()),
         "APP_ORIGINS" => Some(APP_ORIGIN.into()),
         "AUTH_DEV_LOGIN" => Some("1".into()),
         "MODEL_PROVIDERS" => Some("*=local".into()),
@@ -81,12 +101,11 @@ pub async fn stack_with_auth(
     adjust(&mut settings);
     let calls = CallCounter::default();
     let queue_url = settings.queue_url.clone();
-    let services = Arc::new(Services::new(
-        settings,
-        &sdk,
-        &Secret::new(SESSION_SECRET),
-        Some(&calls),
-    ));
+    let mut services = Services::new(settings, &sdk, &Secret::new(SESSION_SECRET), Some(&calls));
+    if let Some(targets) = targets {
+        services.hook_targets = targets;
+    }
+    let services = Arc::new(services);
     let router = local_runner::http_router(services.clone(), auth);
     // Counted too: a worker built from them shows in `calls`.
     let clients = Clients::new(&sdk, Some(&calls));

@@ -119,6 +119,7 @@ async fn a_persistent_conflict_answers_503_not_402_or_500() {
         queue: shared::aws::sqs::JobQueue::new(clients.sqs, "unused"),
         settings,
         sessions,
+        hook_targets: Default::default(),
     });
 
     let answer = send(

@@ -22,6 +22,7 @@ use shared::domain::generation::{
     CreateGeneration, Generation, GenerationRequest, GenerationView, ReferenceImage,
 };
 use shared::domain::{GenerationId, UploadId, UserId};
+use shared::hooks::{HookEvent, HookJob, WebhookConfig};
 use shared::http::{ApiError, Caller, CurrentUser, FieldError, JsonBody, Page};
 use time::OffsetDateTime;
 
@@ -175,7 +176,7 @@ async fn create_generation(
     headers: HeaderMap,
     JsonBody(body): JsonBody<CreateGeneration>,
 ) -> Result<Response, ApiError> {
-    let request = GenerationRequest::parse(&body).map_err(ApiError::Validation)?;
+    let request = validated(&services, &body).await?;
     let idempotency_key = idempotency_key(&headers)?;
     if services
         .settings
@@ -232,6 +233,7 @@ async fn create_generation(
                 generation.cost as u64,
                 &[("Reason", "enqueue_failed")],
             );
+            notify_completed(&services, &generation).await;
             return Err(ApiError::Unavailable(
                 "the generation could not be queued; nothing was charged".into(),
             ));
@@ -239,6 +241,63 @@ async fn create_generation(
         // A worker (sent by the sweeper) already holds it: it is on its way.
     }
     accepted(&services, generation, wait).await
+}
+
+/// Every field of the body checked, the webhook's URL by where it resolves to; all the
+/// invalid ones reported in one `422`.
+async fn validated(
+    services: &Services,
+    body: &CreateGeneration,
+) -> Result<GenerationRequest, ApiError> {
+    let parsed = GenerationRequest::parse(body);
+    let webhook = match &body.webhook {
+        None => Ok(None),
+        Some(_) if services.settings.hooks_queue_url.is_none() => {
+            return Err(ApiError::Unavailable(
+                "completion webhooks are not available in this deployment".into(),
+            ));
+        }
+        Some(webhook) => WebhookConfig::parse(webhook, &services.hook_targets)
+            .await
+            .map(Some),
+    };
+    match (parsed, webhook) {
+        (Ok(mut request), Ok(webhook)) => {
+            request.webhook = webhook;
+            Ok(request)
+        }
+        (parsed, webhook) => {
+            let mut errors = parsed.err().unwrap_or_default();
+            errors.extend(webhook.err().unwrap_or_default());
+            Err(ApiError::Validation(errors))
+        }
+    }
+}
+
+/// Sends the `completed` event of a generation this request ended (its delivery was
+/// recorded with the end, so a failed send is only late: the sweeper sends it again).
+async fn notify_completed(services: &Services, generation: &Generation) {
+    let (Some(url), Some(_)) = (
+        services.settings.hooks_queue_url.as_deref(),
+        generation
+            .webhook
+            .as_ref()
+            .filter(|w| w.wants(HookEvent::Completed)),
+    ) else {
+        return;
+    };
+    let job = HookJob {
+        user_id: generation.user_id,
+        generation_id: generation.id,
+        event: HookEvent::Completed,
+    };
+    if let Err(error) = services.queue.send_to(url, &job).await {
+        tracing::warn!(
+            error = format!("{:#}", anyhow::Error::new(error)),
+            generation_id = %generation.id,
+            "webhook event not queued; the sweeper will send it"
+        );
+    }
 }
 
 /// `Idempotency-Key`: 1 to 255 visible ASCII characters, when present.
@@ -352,14 +411,7 @@ async fn resolve_references(
 
 /// The API view, with presigned image URLs (signed locally: no AWS call).
 async fn view(services: &Services, generation: Generation) -> Result<GenerationView, ApiError> {
-    let mut urls = std::collections::HashMap::new();
-    for image in &generation.images {
-        urls.insert(
-            image.key.clone(),
-            services.blobs.presign_download(&image.key).await?,
-        );
-    }
-    Ok(generation.view(|key| urls.get(key).cloned().unwrap_or_default()))
+    Ok(services.blobs.view(generation).await?)
 }
 
 fn parse_id(id: &str) -> Result<GenerationId, ApiError> {
@@ -402,6 +454,7 @@ async fn cancel_generation(
     let generation = match canceled {
         Canceled::Queued(generation) => {
             tracing::info!(generation_id = %id, refunded = generation.cost, "queued generation canceled");
+            notify_completed(&services, &generation).await;
             shared::metrics::count("GenerationsCanceled", 1, &[("State", "queued")]);
             shared::metrics::count(
                 "CreditsRefunded",

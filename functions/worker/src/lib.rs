@@ -1,6 +1,8 @@
 //! Function `worker`: runs generations from SQS (main queue and DLQ) and sweeps the open
 //! ones on a schedule. One binary, three event sources.
 
+pub mod hooks;
+
 use std::collections::HashSet;
 use std::io::Cursor;
 use std::sync::Arc;

@@ -28,6 +28,7 @@ pub fn local_settings(
         "BUCKET_NAME" => Some(names.bucket.clone()),
         "QUEUE_URL" => Some(provisioned.queue_url.clone()),
         "DLQ_URL" => Some(provisioned.dlq_url.clone()),
+        "HOOKS_QUEUE_URL" => Some(provisioned.hooks_queue_url.clone()),
         other => std::env::var(other).ok(),
     })
 }

@@ -11,6 +11,7 @@ use shared::aws::secrets::Secrets;
 use shared::config::require_strong;
 use shared::providers::{self, ProviderSettings};
 use worker::Worker;
+use worker::hooks::Hooks;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -36,6 +37,11 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let clients = Clients::new(&sdk, None);
     let worker = Arc::new(Worker::new(&settings, &clients, providers));
+    let hooks = Arc::new(Hooks::new(
+        &settings,
+        &clients,
+        provisioned.hooks_queue_url.clone(),
+    ));
     let services = Arc::new(Services::new(settings, &sdk, &secret, None));
     let auth = Arc::new(auth::AuthContext::from_lookup(
         |name| std::env::var(name).ok(),
@@ -56,6 +62,11 @@ async fn main() -> anyhow::Result<()> {
         worker.clone(),
         clients.sqs.clone(),
         provisioned.dlq_url.clone(),
+    ));
+    tokio::spawn(pump::pump_hooks(
+        hooks,
+        clients.sqs.clone(),
+        provisioned.hooks_queue_url.clone(),
     ));
     let sweep_secs = std::env::var("SWEEP_INTERVAL_SECS")
         .ok()

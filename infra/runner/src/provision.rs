@@ -18,6 +18,8 @@ pub struct Names {
     pub bucket: String,
     pub queue: String,
     pub dlq: String,
+    pub hooks_queue: String,
+    pub hooks_dlq: String,
 }
 
 impl Names {
@@ -28,6 +30,8 @@ impl Names {
             bucket: format!("{prefix}-images"),
             queue: format!("{prefix}-generations"),
             dlq: format!("{prefix}-generations-dlq"),
+            hooks_queue: format!("{prefix}-hooks"),
+            hooks_dlq: format!("{prefix}-hooks-dlq"),
         }
     }
 }
@@ -37,6 +41,8 @@ impl Names {
 pub struct Provisioned {
     pub queue_url: String,
     pub dlq_url: String,
+    pub hooks_queue_url: String,
+    pub hooks_dlq_url: String,
 }
 
 // template.yaml: worker timeout 180 s, visibility 6x that, 5 receives, DLQ kept longer.
@@ -49,8 +55,41 @@ pub const OPEN_INDEX: &str = "open";
 pub async fn ensure_all(sdk: &SdkConfig, names: &Names) -> anyhow::Result<Provisioned> {
     ensure_table(&aws_sdk_dynamodb::Client::new(sdk), &names.table).await?;
     ensure_bucket(&shared::aws::s3_client(sdk), &names.bucket).await?;
-    ensure_queues(&aws_sdk_sqs::Client::new(sdk), &names.queue, &names.dlq).await
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let (queue_url, dlq_url) = ensure_queues(&sqs, &names.queue, &names.dlq, &GENERATIONS).await?;
+    let (hooks_queue_url, hooks_dlq_url) =
+        ensure_queues(&sqs, &names.hooks_queue, &names.hooks_dlq, &HOOKS).await?;
+    Ok(Provisioned {
+        queue_url,
+        dlq_url,
+        hooks_queue_url,
+        hooks_dlq_url,
+    })
 }
+
+/// A queue and its DLQ, as template.yaml defines them.
+pub struct QueueSettings {
+    visibility_timeout_secs: &'static str,
+    retention_secs: &'static str,
+    dlq_retention_secs: &'static str,
+    max_receive_count: u32,
+}
+
+const GENERATIONS: QueueSettings = QueueSettings {
+    visibility_timeout_secs: VISIBILITY_TIMEOUT_SECS,
+    retention_secs: QUEUE_RETENTION_SECS,
+    dlq_retention_secs: DLQ_RETENTION_SECS,
+    max_receive_count: MAX_RECEIVE_COUNT,
+};
+
+// template.yaml's HooksQueue: the same visibility (the worker function consumes it);
+// more receives than the backoff schedule has attempts; kept longer than that schedule.
+const HOOKS: QueueSettings = QueueSettings {
+    visibility_timeout_secs: VISIBILITY_TIMEOUT_SECS,
+    retention_secs: QUEUE_RETENTION_SECS,
+    dlq_retention_secs: DLQ_RETENTION_SECS,
+    max_receive_count: 20,
+};
 
 pub async fn ensure_table(client: &aws_sdk_dynamodb::Client, table: &str) -> anyhow::Result<()> {
     let key = |name: &str, kind| {
@@ -147,17 +186,18 @@ pub async fn ensure_queues(
     client: &aws_sdk_sqs::Client,
     queue: &str,
     dlq: &str,
-) -> anyhow::Result<Provisioned> {
+    settings: &QueueSettings,
+) -> anyhow::Result<(String, String)> {
     let dlq_url = client
         .create_queue()
         .queue_name(dlq)
         .attributes(
             QueueAttributeName::MessageRetentionPeriod,
-            DLQ_RETENTION_SECS,
+            settings.dlq_retention_secs,
         )
         .attributes(
             QueueAttributeName::VisibilityTimeout,
-            VISIBILITY_TIMEOUT_SECS,
+            settings.visibility_timeout_secs,
         )
         .send()
         .await?
@@ -174,23 +214,23 @@ pub async fn ensure_queues(
         .ok_or_else(|| anyhow::anyhow!("no ARN for the DLQ"))?;
     let redrive = serde_json::json!({
         "deadLetterTargetArn": dlq_arn,
-        "maxReceiveCount": MAX_RECEIVE_COUNT,
+        "maxReceiveCount": settings.max_receive_count,
     });
     let queue_url = client
         .create_queue()
         .queue_name(queue)
         .attributes(
             QueueAttributeName::MessageRetentionPeriod,
-            QUEUE_RETENTION_SECS,
+            settings.retention_secs,
         )
         .attributes(
             QueueAttributeName::VisibilityTimeout,
-            VISIBILITY_TIMEOUT_SECS,
+            settings.visibility_timeout_secs,
         )
         .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
         .send()
         .await?
         .queue_url
         .ok_or_else(|| anyhow::anyhow!("no URL for the queue"))?;
-    Ok(Provisioned { queue_url, dlq_url })
+    Ok((queue_url, dlq_url))
 }

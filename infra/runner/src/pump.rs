@@ -5,11 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_lambda_events::event::sqs::SqsEvent;
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
 };
 use worker::Worker;
+use worker::hooks::Hooks;
 
 /// Polls `queue_url` until the process ends.
 pub async fn pump(worker: Arc<Worker>, sqs: aws_sdk_sqs::Client, queue_url: String) {
@@ -44,6 +45,47 @@ pub async fn pump_once(
     queue_url: &str,
     arn: &str,
 ) -> anyhow::Result<usize> {
+    pump_once_with(sqs, queue_url, arn, |event| worker.handle_sqs(event)).await
+}
+
+/// Polls the hooks queue until the process ends, delivering completion webhooks.
+pub async fn pump_hooks(hooks: Arc<Hooks>, sqs: aws_sdk_sqs::Client, queue_url: String) {
+    let arn = match queue_arn(&sqs, &queue_url).await {
+        Ok(arn) => arn,
+        Err(error) => {
+            tracing::error!(
+                error = format!("{error:#}"),
+                queue_url,
+                "cannot read the hooks queue ARN; not polling"
+            );
+            return;
+        }
+    };
+    loop {
+        if let Err(error) =
+            pump_once_with(&sqs, &queue_url, &arn, |event| hooks.handle_sqs(event)).await
+        {
+            tracing::error!(
+                error = format!("{error:#}"),
+                queue_url,
+                "polling failed; retrying in 1 s"
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// [`pump_once`] with any handler of an SQS batch (the worker's, the hooks').
+pub async fn pump_once_with<F, Fut>(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    arn: &str,
+    handle: F,
+) -> anyhow::Result<usize>
+where
+    F: FnOnce(SqsEvent) -> Fut,
+    Fut: std::future::Future<Output = SqsBatchResponse>,
+{
     let received = sqs
         .receive_message()
         .queue_url(queue_url)
@@ -81,7 +123,7 @@ pub async fn pump_once(
         })
         .collect();
     let event: SqsEvent = serde_json::from_value(serde_json::json!({ "Records": records }))?;
-    let response = worker.handle_sqs(event).await;
+    let response = handle(event).await;
     let failed: Vec<String> = response
         .batch_item_failures
         .iter()

@@ -88,6 +88,19 @@ impl BlobStore {
         Ok(request.uri().to_string())
     }
 
+    /// The API view of a generation, its images as presigned GET URLs (signed here: no
+    /// AWS call).
+    pub async fn view(
+        &self,
+        generation: crate::domain::generation::Generation,
+    ) -> Result<crate::domain::generation::GenerationView, StoreError> {
+        let mut urls = std::collections::HashMap::new();
+        for image in &generation.images {
+            urls.insert(image.key.clone(), self.presign_download(&image.key).await?);
+        }
+        Ok(generation.view(|key| urls.get(key).cloned().unwrap_or_default()))
+    }
+
     /// The object's type and size, or `None` when it does not exist.
     pub async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
         match self

@@ -1,4 +1,4 @@
-//! The generation queue.
+//! The generation queue (and sends to the hooks queue).
 
 use aws_sdk_sqs::Client;
 use serde::{Deserialize, Serialize};
@@ -100,12 +100,17 @@ impl JobQueue {
         Ok(moved)
     }
 
-    /// One `SendMessage`.
+    /// One `SendMessage` to the generation queue.
     pub async fn send(&self, job: &GenerationJob) -> Result<(), StoreError> {
-        let body = serde_json::to_string(job).expect("a job always serializes");
+        self.send_to(&self.url, job).await
+    }
+
+    /// One `SendMessage` of `message` (as JSON) to another queue of ours (the hooks queue).
+    pub async fn send_to(&self, url: &str, message: &impl Serialize) -> Result<(), StoreError> {
+        let body = serde_json::to_string(message).expect("our messages always serialize");
         self.client
             .send_message()
-            .queue_url(&self.url)
+            .queue_url(url)
             .message_body(body)
             .send()
             .await

@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 
 use super::catalog::{self, AspectRatio, Model};
 use super::{Credits, GenerationId, UploadId};
+use crate::hooks::WebhookConfig;
 use crate::http::FieldError;
 
 /// Longest prompt, in characters after trimming.
@@ -86,6 +87,9 @@ pub struct CreateGeneration {
     pub aspect_ratio: Option<String>,
     #[serde(default)]
     pub reference_images: Vec<String>,
+    /// Where to send this generation's events (checked apart: it needs name resolution).
+    #[serde(default)]
+    pub webhook: Option<crate::hooks::WebhookRequest>,
 }
 
 /// A generation request whose every field is valid for its model.
@@ -96,6 +100,8 @@ pub struct GenerationRequest {
     pub n: u32,
     pub aspect_ratio: AspectRatio,
     pub reference_images: Vec<ReferenceImage>,
+    /// Set by the caller once the body's `webhook` passed its (asynchronous) checks.
+    pub webhook: Option<WebhookConfig>,
 }
 
 impl GenerationRequest {
@@ -155,6 +161,7 @@ impl GenerationRequest {
                 n: n as u32,
                 aspect_ratio,
                 reference_images: references,
+                webhook: None,
             }),
             _ => Err(errors),
         }
@@ -177,13 +184,18 @@ impl GenerationRequest {
             .iter()
             .map(ToString::to_string)
             .collect();
-        let canonical = serde_json::json!([
+        let mut canonical = serde_json::json!([
             self.model.id,
             self.prompt.as_str(),
             self.n,
             self.aspect_ratio.to_string(),
             refs
         ]);
+        // Only with a webhook, so that the fingerprints of requests without one stay as
+        // they were (idempotency records live 24 hours across a deployment).
+        if let (Some(webhook), Some(list)) = (&self.webhook, canonical.as_array_mut()) {
+            list.push(serde_json::json!(webhook));
+        }
         hex(&Sha256::digest(canonical.to_string().as_bytes()))
     }
 }
@@ -261,6 +273,8 @@ pub struct Generation {
     pub attempt: u32,
     /// The owner asked a running generation to stop: no further image is started.
     pub cancel_requested: bool,
+    /// Where its events go, if its creator asked (never shown in the API view).
+    pub webhook: Option<WebhookConfig>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
     pub completed_at: Option<OffsetDateTime>,
@@ -345,6 +359,7 @@ mod tests {
             n: None,
             aspect_ratio: None,
             reference_images: vec![],
+            webhook: None,
         }
     }
 

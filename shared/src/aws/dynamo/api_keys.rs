@@ -30,7 +30,7 @@ pub const LAST_USED_RESOLUTION_SECS: i64 = 60;
 pub const WEBHOOK_SECRET_OVERLAP_SECS: i64 = 24 * 3600;
 
 const KEY_SK_PREFIX: &str = "APIKEY#";
-const WEBHOOK_SECRET_SK: &str = "WHSEC";
+pub(crate) const WEBHOOK_SECRET_SK: &str = "WHSEC";
 
 fn lookup_pk(hash: &str) -> String {
     format!("APIKEY#{hash}")
@@ -109,6 +109,14 @@ struct WebhookSecretItem {
     #[serde(default)]
     previous_until: i64,
     created_at: String,
+}
+
+/// The secrets of a stored `WHSEC` item, as they sign now.
+pub(crate) fn secrets_of(
+    item: super::users::Item,
+    now: OffsetDateTime,
+) -> Result<WebhookSecrets, StoreError> {
+    Ok(super::users::from_item::<WebhookSecretItem>(item)?.secrets(now.unix_timestamp()))
 }
 
 impl WebhookSecretItem {

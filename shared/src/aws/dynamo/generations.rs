@@ -93,6 +93,8 @@ pub(crate) struct GenerationItem {
     pub requeued_at: Option<i64>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cancel_requested: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<crate::hooks::WebhookConfig>,
 }
 
 impl GenerationItem {
@@ -115,6 +117,7 @@ impl GenerationItem {
             refunded_credits: self.refunded_credits,
             attempt: self.attempt,
             cancel_requested: self.cancel_requested,
+            webhook: self.webhook,
             created_at: parse_time(&self.created_at),
             updated_at: parse_time(&self.updated_at),
             completed_at: self.completed_at.as_deref().map(parse_time),
@@ -266,6 +269,7 @@ impl DynamoStore {
             lease_id: None,
             requeued_at: None,
             cancel_requested: false,
+            webhook: new.request.webhook.clone(),
         };
         tx.push(
             put_new(&self.table, to_item(&item)),
@@ -379,6 +383,7 @@ impl DynamoStore {
             generation.id.to_string(),
         );
         self.push_change(tx, &refund, session, false, now);
+        self.push_completed_hook(tx, generation, now);
         Ok(())
     }
 

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod api_keys;
 pub mod cancel;
 pub mod generations;
+pub mod hooks;
 mod keys;
 pub mod ledger;
 pub mod payments;
