@@ -442,3 +442,45 @@ async fn an_event_whose_message_was_lost_is_sent_again_by_the_sweeper() {
     assert_eq!(sent, 1);
     assert_eq!(receiver.got().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_operator_lists_a_refused_delivery_and_sends_it_again() {
+    let stack = stack_with_hook_targets("hook-admin", targets()).await;
+    let hooks = hooks_for(&stack, targets());
+    let receiver = receiver(vec![410], None).await;
+    let (token, user) = dev_login(&stack.router, "operated@example.com").await;
+    let user = shared::domain::UserId::parse(user["id"].as_str().unwrap()).unwrap();
+    let id = completed_generation(
+        &stack,
+        &token,
+        &format!("http://receiver.test:{}/hooks", receiver.port),
+    )
+    .await;
+    pump_until(&stack, &hooks, || settled(&stack, user)).await;
+    let admin = admin::Admin {
+        store: stack.services.store.clone(),
+        queue: stack.services.queue.clone(),
+        queue_url: stack.queue_url.clone(),
+        dlq_url: None,
+    };
+
+    let listed = admin.webhook_deliveries(user).await.unwrap();
+    let replayed = admin
+        .replay_webhook(
+            shared::domain::GenerationId::parse(&id).unwrap(),
+            shared::hooks::HookEvent::Completed,
+            &hooks.queue_url,
+        )
+        .await
+        .unwrap();
+    pump_until(&stack, &hooks, || std::future::ready(receiver.got().len() >= 2)).await;
+
+    assert_eq!(listed[0].state, shared::aws::dynamo::hooks::DeliveryState::Failed);
+    assert_eq!(replayed, admin::WebhookReplay::Sent);
+    let got = receiver.got();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].id, got[1].id);
+    let after = admin.webhook_deliveries(user).await.unwrap();
+    assert_eq!(after[0].state, shared::aws::dynamo::hooks::DeliveryState::Delivered);
+    assert_eq!(after[0].attempts.len(), 2, "the first attempt's record is kept");
+}

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use shared::aws::Clients;
+use shared::aws::dynamo::hooks::Delivery;
 use shared::aws::dynamo::payments::{EventOutcome, UnattributedEvent};
 use shared::aws::dynamo::work::Finisher;
 use shared::aws::dynamo::{Applied, BalanceChange, DynamoStore, StoreError};
@@ -14,6 +15,7 @@ use shared::domain::generation::{Generation, GenerationError};
 use shared::domain::ledger::LedgerEntry;
 use shared::domain::user::User;
 use shared::domain::{GenerationId, LedgerId, UserId};
+use shared::hooks::{HookEvent, HookJob};
 use shared::payments::Provider;
 
 /// Where the tool points.
@@ -279,5 +281,49 @@ impl Admin {
             user,
             recent_ledger,
         }))
+    }
+}
+
+/// What replaying a completion webhook did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookReplay {
+    /// Reopened and sent to the hooks queue: it is attempted again (with a fresh schedule).
+    Sent,
+    /// No such generation, or it has no delivery of that event.
+    NotFound,
+}
+
+impl Admin {
+    /// A user's completion-webhook deliveries with their attempts.
+    pub async fn webhook_deliveries(&self, user: UserId) -> anyhow::Result<Vec<Delivery>> {
+        Ok(self.store.user_deliveries(user).await?)
+    }
+
+    /// Sends one event of a generation again, whatever became of its delivery (the
+    /// receiver's `webhook-id` is the same, so a receiver that deduplicates is safe).
+    pub async fn replay_webhook(
+        &self,
+        generation: GenerationId,
+        event: HookEvent,
+        hooks_queue_url: &str,
+    ) -> anyhow::Result<WebhookReplay> {
+        let Some(found) = self.store.find_generation(generation).await? else {
+            return Ok(WebhookReplay::NotFound);
+        };
+        let job = HookJob {
+            user_id: found.user_id,
+            generation_id: generation,
+            event,
+        };
+        match self.store.reopen_delivery(&job).await {
+            Ok(()) => {}
+            Err(StoreError::NotFound) => return Ok(WebhookReplay::NotFound),
+            Err(e) => return Err(e.into()),
+        }
+        self.queue
+            .send_to(hooks_queue_url, &job)
+            .await
+            .context("sending the webhook event to the hooks queue")?;
+        Ok(WebhookReplay::Sent)
     }
 }

@@ -5,9 +5,10 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use admin::{Admin, GrantOutcome, RefundOutcome, ReplayOutcome};
+use admin::{Admin, GrantOutcome, RefundOutcome, ReplayOutcome, WebhookReplay};
 use clap::{Parser, Subcommand};
 use shared::domain::{GenerationId, UserId};
+use shared::hooks::HookEvent;
 use shared::payments::Provider;
 
 #[derive(Parser)]
@@ -26,6 +27,9 @@ struct Cli {
     /// The dead-letter queue.
     #[arg(long, env = "DLQ_URL", global = true)]
     dlq_url: Option<String>,
+    /// The completion webhooks' queue (for `webhooks replay`).
+    #[arg(long, env = "HOOKS_QUEUE_URL", global = true)]
+    hooks_queue_url: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -76,6 +80,11 @@ enum Command {
     Events {
         #[command(subcommand)]
         action: EventsAction,
+    },
+    /// Completion webhooks: deliveries and their attempts.
+    Webhooks {
+        #[command(subcommand)]
+        action: WebhooksAction,
     },
     /// Look a user up by id or email.
     User {
@@ -128,6 +137,22 @@ enum EventsAction {
 }
 
 #[derive(Subcommand)]
+enum WebhooksAction {
+    /// A user's deliveries, newest generation first, with every attempt.
+    List {
+        #[arg(long)]
+        user: String,
+    },
+    /// Send one event of a generation again (its attempts start over).
+    Replay {
+        generation: String,
+        /// started or completed
+        #[arg(default_value = "completed")]
+        event: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum UserAction {
     /// Profile, balance, recent ledger, subscription.
     Show { who: String },
@@ -147,6 +172,7 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(!cli.table.is_empty(), "set TABLE_NAME or --table");
+    let hooks_queue_url = cli.hooks_queue_url;
     let admin = Admin::from_env(cli.table, cli.queue_url, cli.dlq_url).await;
     match cli.command {
         Command::Reconcile {
@@ -291,6 +317,45 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 ReplayOutcome::StillUnattributed => {
                     anyhow::bail!("still no user for {event_id}: name one with --user")
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Webhooks {
+            action: WebhooksAction::List { user },
+        } => {
+            let deliveries = admin.webhook_deliveries(UserId::parse(&user)?).await?;
+            for d in &deliveries {
+                println!(
+                    "{} {} {:?} attempts={} id={} url={}",
+                    d.generation_id,
+                    d.event.as_str(),
+                    d.state,
+                    d.attempt_count,
+                    d.webhook_id,
+                    d.url
+                );
+                for a in &d.attempts {
+                    println!("  {} {} {} ms", a.at, a.result, a.latency_ms);
+                }
+            }
+            println!("{} deliver(ies)", deliveries.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Webhooks {
+            action: WebhooksAction::Replay { generation, event },
+        } => {
+            let event = HookEvent::parse(&event)
+                .ok_or_else(|| anyhow::anyhow!("event must be started or completed"))?;
+            let queue = hooks_queue_url
+                .ok_or_else(|| anyhow::anyhow!("set HOOKS_QUEUE_URL or --hooks-queue-url"))?;
+            match admin
+                .replay_webhook(GenerationId::parse(&generation)?, event, &queue)
+                .await?
+            {
+                WebhookReplay::Sent => println!("sent {generation} {} again", event.as_str()),
+                WebhookReplay::NotFound => {
+                    anyhow::bail!("no {} delivery of {generation}", event.as_str())
                 }
             }
             Ok(ExitCode::SUCCESS)
