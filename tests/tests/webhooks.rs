@@ -473,14 +473,27 @@ async fn an_operator_lists_a_refused_delivery_and_sends_it_again() {
         )
         .await
         .unwrap();
-    pump_until(&stack, &hooks, || std::future::ready(receiver.got().len() >= 2)).await;
+    pump_until(&stack, &hooks, || {
+        std::future::ready(receiver.got().len() >= 2)
+    })
+    .await;
 
-    assert_eq!(listed[0].state, shared::aws::dynamo::hooks::DeliveryState::Failed);
+    assert_eq!(
+        listed[0].state,
+        shared::aws::dynamo::hooks::DeliveryState::Failed
+    );
     assert_eq!(replayed, admin::WebhookReplay::Sent);
     let got = receiver.got();
     assert_eq!(got.len(), 2);
     assert_eq!(got[0].id, got[1].id);
     let after = admin.webhook_deliveries(user).await.unwrap();
-    assert_eq!(after[0].state, shared::aws::dynamo::hooks::DeliveryState::Delivered);
-    assert_eq!(after[0].attempts.len(), 2, "the first attempt's record is kept");
+    assert_eq!(
+        after[0].state,
+        shared::aws::dynamo::hooks::DeliveryState::Delivered
+    );
+    assert_eq!(
+        after[0].attempts.len(),
+        2,
+        "the first attempt's record is kept"
+    );
 }

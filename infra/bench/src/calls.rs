@@ -61,6 +61,29 @@ pub async fn run() -> anyhow::Result<Vec<Count>> {
         "BatchGetItem: session check + item",
     ));
 
+    let (status, key) = stack
+        .send(
+            "POST",
+            "/v1/api-keys",
+            Some(&token),
+            Some(serde_json::json!({"name": "bench"})),
+        )
+        .await?;
+    anyhow::ensure!(status.is_success(), "api key: {status}");
+    let key = key["key"].as_str().context("the key")?.to_string();
+    let path = format!("/v1/generations/{}", job.generation_id);
+    // The first use marks the key used (at most once a minute); count a later one.
+    stack.send("GET", &path, Some(&key), None).await?;
+    stack.calls.reset();
+    let (status, _) = stack.send("GET", &path, Some(&key), None).await?;
+    anyhow::ensure!(status.is_success(), "keyed read: {status}");
+    counts.push(Count::new(
+        "generation read with an API key",
+        Some(2),
+        stack.calls.count(),
+        "GetItem of the key's hash + the session read's BatchGetItem (issue 15: at most one more)",
+    ));
+
     stack.calls.reset();
     let (status, _) = stack.send("GET", "/v1/me", Some(&token), None).await?;
     anyhow::ensure!(status.is_success(), "me: {status}");

@@ -5,7 +5,8 @@
 //! 2. peak resident memory over many invocations;
 //! 3. AWS calls per operation against DESIGN.md's floors;
 //! 4. bootstrap sizes (built by the script; measured here);
-//! 5. local end to end with the `local` provider, next to the emulator's own latency.
+//! 5. local end to end with the `local` provider, next to the emulator's own latency;
+//! 6. `Prefer: wait` against polling every second: how soon a final result is seen.
 //!
 //! Items 2 (for the functions), 3 and 5 need the emulator (`AWS_ENDPOINT_URL`).
 
@@ -17,6 +18,7 @@ mod report;
 mod runtime;
 mod stack;
 mod stats;
+mod wait;
 mod webhook;
 
 use std::path::{Path, PathBuf};
@@ -68,7 +70,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: bench --bins DIR [--quick] [--node-dir DIR] [--spawns N] [--invocations N]\n\
          \x20            [--size LABEL=DIR]... [--out FILE.json] [--report FILE.md] [--logs DIR]\n\
-         \x20            [--env NAME=VALUE]... [--sections init,memory,calls,e2e]\n\
+         \x20            [--env NAME=VALUE]... [--sections init,memory,calls,e2e,wait]\n\
          Run it through infra/bench.sh, which builds, starts the emulator and sets AWS_ENDPOINT_URL."
     );
     std::process::exit(2)
@@ -86,7 +88,7 @@ fn options() -> Options {
     let mut report = None;
     let mut logs = None;
     let mut env = Vec::new();
-    let mut sections = "init,memory,calls,e2e".to_string();
+    let mut sections = "init,memory,calls,e2e,wait".to_string();
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| usage());
         match arg.as_str() {
@@ -228,6 +230,10 @@ async fn main() -> anyhow::Result<()> {
             let (runs, floors) = e2e::run(&plan).await?;
             results.e2e = runs;
             results.emulator = floors;
+        }
+        if options.runs("wait") {
+            eprintln!("bench: Prefer: wait against polling every second");
+            results.wait = Some(wait::run(if options.quick { 3 } else { 40 }).await?);
         }
     }
 

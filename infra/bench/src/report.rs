@@ -24,6 +24,7 @@ pub struct Results {
     pub sizes: Vec<SizeRow>,
     pub e2e: Vec<e2e::Run>,
     pub emulator: Vec<e2e::Floor>,
+    pub wait: Option<crate::wait::WaitFigures>,
     pub notes: Vec<String>,
 }
 
@@ -39,6 +40,7 @@ impl Results {
             sizes: vec![],
             e2e: vec![],
             emulator: vec![],
+            wait: None,
             notes: vec![],
         }
     }
@@ -383,6 +385,34 @@ pub fn markdown(r: &Results) -> String {
                 f.call, f.samples, f.p50_ms, f.p99_ms
             );
         }
+        s.push('\n');
+    }
+
+    if let Some(w) = &r.wait {
+        let _ = writeln!(
+            s,
+            "### 6. `Prefer: wait` against polling every second ({} generations each)\n",
+            w.generations
+        );
+        let _ = writeln!(
+            s,
+            "Delay from the generation's `completed_at` to the client holding the final answer.\n"
+        );
+        let _ = writeln!(
+            s,
+            "| client | p50 (ms) | p99 (ms) | AWS calls per generation (median) |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---:|");
+        let _ = writeln!(
+            s,
+            "| `Prefer: wait=25` | {:.0} | {:.0} | {:.0} |",
+            w.wait_p50_ms, w.wait_p99_ms, w.wait_reads
+        );
+        let _ = writeln!(
+            s,
+            "| a read every second | {:.0} | {:.0} | {:.0} |",
+            w.poll_p50_ms, w.poll_p99_ms, w.poll_reads
+        );
         s.push('\n');
     }
 
