@@ -19,7 +19,7 @@ use super::keys::{self, PROFILE};
 use super::ledger::{number, parse_time, put_new, rfc3339};
 use super::tx::{Role, Tx};
 use super::users::{item_key, to_item};
-use super::{DynamoStore, StoreError, sdk_error};
+use super::{DynamoStore, StoreError, landed};
 use crate::domain::secrets::MAX_API_KEYS;
 use crate::domain::{ApiKeyId, UserId};
 
@@ -219,16 +219,9 @@ impl DynamoStore {
             .expression_attribute_values(":since", number(now - LAST_USED_RESOLUTION_SECS))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(sdk_error(e)),
-        }
+        // Used within the minute, or revoked meanwhile: nothing to mark.
+        landed(result)?;
+        Ok(())
     }
 
     /// The user's live keys, newest first: one query, then one read of their lookups
@@ -416,21 +409,14 @@ impl DynamoStore {
             .expression_attribute_values(":fresh", AttributeValue::S(fresh.clone()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok((
-                WebhookSecrets {
-                    current: fresh,
-                    previous: Some(old.current),
-                },
-                false,
-            )),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Err(StoreError::Contention)
-            }
-            Err(e) => Err(sdk_error(e)),
-        }
+        // A concurrent rotation in between: the caller asks again.
+        landed(result)?.ok_or(StoreError::Contention)?;
+        Ok((
+            WebhookSecrets {
+                current: fresh,
+                previous: Some(old.current),
+            },
+            false,
+        ))
     }
 }

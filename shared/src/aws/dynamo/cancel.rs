@@ -6,7 +6,6 @@
 //! sees what it did. A `running` one is only marked `cancel_requested`; its worker starts
 //! no further image and finishes it `canceled` through the one exactly-once finish.
 
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use time::OffsetDateTime;
 
@@ -15,7 +14,7 @@ use super::keys;
 use super::ledger::rfc3339;
 use super::tx::Tx;
 use super::users::{from_item, item_key};
-use super::{DynamoStore, StoreError, sdk_error};
+use super::{DynamoStore, StoreError, landed};
 use crate::domain::generation::{Generation, GenerationError, Status};
 use crate::domain::{GenerationId, UserId};
 
@@ -118,22 +117,12 @@ impl DynamoStore {
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
-        match result {
-            Ok(out) => {
-                let item = out
-                    .attributes
-                    .ok_or_else(|| StoreError::Internal(anyhow::anyhow!("no attributes")))?;
-                Ok(Some(from_item::<GenerationItem>(item)?.into_generation()))
-            }
-            Err(e)
-                if matches!(
-                    e.as_service_error(),
-                    Some(UpdateItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(sdk_error(e)),
-        }
+        let Some(out) = landed(result)? else {
+            return Ok(None);
+        };
+        let item = out
+            .attributes
+            .ok_or_else(|| StoreError::Internal(anyhow::anyhow!("no attributes")))?;
+        Ok(Some(from_item::<GenerationItem>(item)?.into_generation()))
     }
 }

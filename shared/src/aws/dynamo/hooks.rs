@@ -19,7 +19,7 @@ use super::ledger::{number, rfc3339};
 use super::tx::{Role, Tx};
 use super::users::{Item, from_item, item_key, to_item};
 use super::work::OPEN_INDEX;
-use super::{DynamoStore, StoreError, sdk_error};
+use super::{DynamoStore, StoreError, landed, sdk_error};
 use crate::aws::dynamo::api_keys::WebhookSecrets;
 use crate::domain::generation::Generation;
 use crate::domain::{GenerationId, UserId};
@@ -369,16 +369,9 @@ impl DynamoStore {
             )
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(sdk_error(e)),
-        }
+        // No delivery item: nothing was ever attempted, nothing to settle.
+        landed(result)?;
+        Ok(())
     }
 
     /// A pending delivery for an event that became due without one (a `started` event
@@ -442,17 +435,9 @@ impl DynamoStore {
             )
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            // Settled meanwhile: nothing to check.
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(sdk_error(e)),
-        }
+        // Settled meanwhile (out of the index): nothing to check.
+        landed(result)?;
+        Ok(())
     }
 
     /// The deliveries of these events that exist, in one read (the sweeper's check of
@@ -516,15 +501,6 @@ impl DynamoStore {
             )
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Err(StoreError::NotFound)
-            }
-            Err(e) => Err(sdk_error(e)),
-        }
+        landed(result)?.map(|_| ()).ok_or(StoreError::NotFound)
     }
 }

@@ -104,6 +104,24 @@ where
     }
 }
 
+/// A conditional write's result as a domain answer: `Some` when it landed, `None` when its
+/// condition did not hold (`ConditionalCheckFailedException`), else the failure.
+pub(crate) fn landed<O, E, R>(result: Result<O, SdkError<E, R>>) -> Result<Option<O>, StoreError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: Debug + Send + Sync + 'static,
+{
+    match result {
+        Ok(out) => Ok(Some(out)),
+        Err(SdkError::ServiceError(e))
+            if e.err().code() == Some("ConditionalCheckFailedException") =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(sdk_error(e)),
+    }
+}
+
 /// `DisplayErrorContext` renders the whole chain; keep it as a plain error message.
 trait ToStringError {
     fn to_string_error(&self) -> PlainError;
