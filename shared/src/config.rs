@@ -158,6 +158,8 @@ pub struct Settings {
     pub generation_deadline: Duration,
     pub dev_login: bool,
     pub model_providers: ModelProviders,
+    /// How long security-log entries are kept.
+    pub audit_retention: Duration,
 }
 
 impl Settings {
@@ -190,6 +192,9 @@ impl Settings {
             generation_deadline: duration(&get, "GENERATION_DEADLINE", 15 * 60)?,
             dev_login: get("AUTH_DEV_LOGIN").as_deref() == Some("1"),
             model_providers: ModelProviders::parse(&get("MODEL_PROVIDERS").unwrap_or_default())?,
+            audit_retention: Duration::from_secs(
+                number(&get, "AUDIT_RETENTION_DAYS", 400, 1..=36_500)? as u64 * 86_400,
+            ),
         })
     }
 }

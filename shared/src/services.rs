@@ -54,7 +54,8 @@ impl Services {
     ) -> Self {
         let clients = Clients::new(sdk, counter);
         Self {
-            store: DynamoStore::new(clients.dynamo, settings.table_name.clone()),
+            store: DynamoStore::new(clients.dynamo, settings.table_name.clone())
+                .with_audit_retention(settings.audit_retention),
             blobs: BlobStore::new(clients.s3, settings.bucket_name.clone()),
             queue: JobQueue::new(clients.sqs, settings.queue_url.clone()),
             sessions: SessionKeys::new(session_secret, settings.session_ttl),

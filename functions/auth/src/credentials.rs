@@ -9,12 +9,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use shared::Services;
 use shared::aws::dynamo::StoreError;
 use shared::aws::dynamo::api_keys::{ApiKeyView, NewKeyRecord};
 use shared::domain::ApiKeyId;
+use shared::domain::audit::{AuditAction, AuditRecord};
 use shared::domain::secrets::{MAX_API_KEYS, NewApiKey, new_webhook_secret};
-use shared::http::{ApiError, JsonBody, SessionToken, SessionUser};
+use shared::http::{ApiError, JsonBody, RequestOrigin, SessionToken, SessionUser};
 use time::OffsetDateTime;
 
 /// Longest key name, in characters.
@@ -47,6 +49,7 @@ struct CreatedKey {
 async fn create_key(
     State(services): State<Arc<Services>>,
     SessionToken(claims): SessionToken,
+    RequestOrigin(origin): RequestOrigin,
     JsonBody(body): JsonBody<NewKey>,
 ) -> Result<Response, ApiError> {
     let name = body.name.trim().to_string();
@@ -67,6 +70,7 @@ async fn create_key(
                 hash: &made.hash,
                 prefix: &made.prefix,
             },
+            &origin,
             now,
         )
         .await
@@ -115,12 +119,13 @@ async fn list_keys(
 async fn revoke_key(
     State(services): State<Arc<Services>>,
     SessionToken(claims): SessionToken,
+    RequestOrigin(origin): RequestOrigin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = ApiKeyId::parse(&id).map_err(|_| ApiError::NotFound)?;
     services
         .store
-        .revoke_api_key(claims.user_id, claims.session_version, id)
+        .revoke_api_key(claims.user_id, claims.session_version, id, &origin)
         .await?;
     tracing::info!(user_id = %claims.user_id, key_id = %id, "API key revoked");
     Ok(StatusCode::NO_CONTENT)
@@ -135,10 +140,17 @@ struct SecretView {
 async fn webhook_secret(
     State(services): State<Arc<Services>>,
     SessionUser(user): SessionUser,
+    RequestOrigin(origin): RequestOrigin,
 ) -> Result<Json<SecretView>, ApiError> {
+    let made_by = AuditRecord::by_user(AuditAction::WebhookSecretCreated, &origin, json!({}));
     let (secrets, made) = services
         .store
-        .webhook_secret(user.id, new_webhook_secret, OffsetDateTime::now_utc())
+        .webhook_secret(
+            user.id,
+            new_webhook_secret,
+            &made_by,
+            OffsetDateTime::now_utc(),
+        )
         .await?;
     if made {
         tracing::info!(user_id = %user.id, "webhook secret created");
@@ -152,10 +164,16 @@ async fn webhook_secret(
 async fn rotate_webhook_secret(
     State(services): State<Arc<Services>>,
     SessionUser(user): SessionUser,
+    RequestOrigin(origin): RequestOrigin,
 ) -> Result<Json<SecretView>, ApiError> {
     let (secrets, _) = services
         .store
-        .rotate_webhook_secret(user.id, new_webhook_secret(), OffsetDateTime::now_utc())
+        .rotate_webhook_secret(
+            user.id,
+            new_webhook_secret(),
+            &origin,
+            OffsetDateTime::now_utc(),
+        )
         .await?;
     tracing::info!(user_id = %user.id, "webhook secret rotated");
     Ok(Json(SecretView {

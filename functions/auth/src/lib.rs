@@ -4,6 +4,7 @@
 pub mod credentials;
 pub mod google;
 pub mod oauth;
+pub mod security_log;
 
 use std::sync::Arc;
 
@@ -148,6 +149,7 @@ pub fn routes(auth: Arc<AuthContext>) -> Router<Arc<Services>> {
         .route("/v1/me", get(me).delete(delete_account))
         .route("/v1/me/ledger", get(ledger))
         .merge(credentials::routes())
+        .merge(security_log::routes())
         .layer(Extension(auth))
 }
 

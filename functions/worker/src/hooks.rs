@@ -16,6 +16,7 @@ use shared::aws::dynamo::{DynamoStore, StoreError};
 use shared::aws::s3::BlobStore;
 use shared::aws::sqs::JobQueue;
 use shared::config::Settings;
+use shared::domain::audit::{Actor, AuditAction, AuditRecord};
 use shared::domain::generation::Status;
 use shared::domain::secrets::new_webhook_secret;
 use shared::hooks::send::{Attempt, Sender, Signed};
@@ -164,8 +165,15 @@ impl Hooks {
         let secrets = match context.secrets {
             Some(secrets) => secrets,
             None => {
+                // The user never asked for one: made now, so the event can be signed (the
+                // user reads it with GET /v1/webhook-secret to verify).
+                let made_by = AuditRecord::by(
+                    Actor::System,
+                    AuditAction::WebhookSecretCreated,
+                    serde_json::json!({"for": "webhook delivery"}),
+                );
                 self.store
-                    .webhook_secret(job.user_id, new_webhook_secret, now)
+                    .webhook_secret(job.user_id, new_webhook_secret, &made_by, now)
                     .await?
                     .0
             }

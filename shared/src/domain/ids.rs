@@ -1,4 +1,4 @@
-//! Prefixed ULID identifiers (`usr_`, `gen_`, `upl_`, `led_`, `key_`).
+//! Prefixed ULID identifiers (`usr_`, `gen_`, `upl_`, `led_`, `key_`, `aud_`).
 
 use std::fmt;
 use std::str::FromStr;
@@ -101,6 +101,10 @@ prefixed_id!(
 prefixed_id!(
     /// An API key (`key_…`); the key itself (`nbk_…`) is never stored.
     ApiKeyId, "key_", "API key"
+);
+prefixed_id!(
+    /// A security-log entry (`aud_…`).
+    AuditId, "aud_", "audit entry"
 );
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Domain types: validated values that cannot hold bad data once constructed.
 
+pub mod audit;
 pub mod catalog;
 pub mod credits;
 pub mod generation;
@@ -11,4 +12,4 @@ pub mod secrets;
 pub mod user;
 
 pub use credits::Credits;
-pub use ids::{ApiKeyId, GenerationId, LedgerId, UploadId, UserId};
+pub use ids::{ApiKeyId, AuditId, GenerationId, LedgerId, UploadId, UserId};

@@ -14,6 +14,8 @@ use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
 pub use error::{ApiError, FieldError};
+
+use crate::domain::audit::Origin;
 pub use extract::{Caller, CurrentUser, JsonBody, Page, SessionToken, SessionUser};
 
 /// Largest request body we read.
@@ -99,14 +101,10 @@ async fn guard_body(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
-/// The caller's address: API Gateway's `sourceIp` under Lambda; locally (the runner, tests),
-/// the first `X-Forwarded-For` entry.
+/// The caller's address: API Gateway's `sourceIp` under Lambda; locally the first
+/// `X-Forwarded-For` entry (tests), else the peer the local runner accepted.
 pub fn client_ip(parts: &axum::http::request::Parts) -> Option<String> {
-    if let Some(lambda_http::request::RequestContext::ApiGatewayV2(context)) =
-        parts
-            .extensions
-            .get::<lambda_http::request::RequestContext>()
-    {
+    if let Some(context) = api_gateway(parts) {
         return context.http.source_ip.clone();
     }
     parts
@@ -116,6 +114,52 @@ pub fn client_ip(parts: &axum::http::request::Parts) -> Option<String> {
         .and_then(|v| v.split(',').next())
         .map(|ip| ip.trim().to_string())
         .filter(|ip| !ip.is_empty())
+        .or_else(|| {
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|peer| peer.0.ip().to_string())
+        })
+}
+
+fn api_gateway(
+    parts: &axum::http::request::Parts,
+) -> Option<&lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequestContext> {
+    match parts
+        .extensions
+        .get::<lambda_http::request::RequestContext>()?
+    {
+        lambda_http::request::RequestContext::ApiGatewayV2(context) => Some(context),
+        _ => None,
+    }
+}
+
+/// Where the request came from, for the security log: address, user agent (API
+/// Gateway's `userAgent`, locally the header; cut at 512 characters) and request id.
+#[derive(Debug, Clone, Default)]
+pub struct RequestOrigin(pub Origin);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestOrigin {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let agent = match api_gateway(parts) {
+            Some(context) => context.http.user_agent.clone(),
+            None => parts
+                .headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+        };
+        Ok(Self(Origin::new(
+            client_ip(parts),
+            agent.as_deref(),
+            request_id(),
+        )))
+    }
 }
 
 pub(crate) fn is_json(headers: &axum::http::HeaderMap) -> bool {

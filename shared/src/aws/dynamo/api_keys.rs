@@ -13,6 +13,7 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, Delete, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use time::OffsetDateTime;
 
 use super::keys::{self, PROFILE};
@@ -20,6 +21,7 @@ use super::ledger::{number, parse_time, put_new, rfc3339};
 use super::tx::{Role, Tx};
 use super::users::{item_key, to_item};
 use super::{DynamoStore, StoreError, landed};
+use crate::domain::audit::{AuditAction, AuditRecord, Origin};
 use crate::domain::secrets::MAX_API_KEYS;
 use crate::domain::{ApiKeyId, UserId};
 
@@ -136,6 +138,7 @@ impl DynamoStore {
         user: UserId,
         session_version: u64,
         key: &NewKeyRecord<'_>,
+        origin: &Origin,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let NewKeyRecord {
@@ -194,6 +197,12 @@ impl DynamoStore {
             put_new(&self.table, to_item(&owner)),
             Role::Named("api key"),
         );
+        let record = AuditRecord::by_user(
+            AuditAction::ApiKeyCreated,
+            origin,
+            json!({"key_id": id, "prefix": prefix, "name": name}),
+        );
+        self.push_audit(&mut tx, user, &record, now);
         self.execute(tx).await
     }
 
@@ -283,6 +292,7 @@ impl DynamoStore {
         user: UserId,
         session_version: u64,
         id: ApiKeyId,
+        origin: &Origin,
     ) -> Result<(), StoreError> {
         let Some(owner) = self
             .get_item_as::<OwnerItem>(item_key(keys::user_pk(user), &owner_sk(id)))
@@ -325,6 +335,12 @@ impl DynamoStore {
                 Role::Named("api key"),
             );
         }
+        let record = AuditRecord::by_user(
+            AuditAction::ApiKeyRevoked,
+            origin,
+            json!({"key_id": id, "prefix": owner.prefix}),
+        );
+        self.push_audit(&mut tx, user, &record, OffsetDateTime::now_utc());
         match self.execute(tx).await {
             // Revoked meanwhile by a concurrent request: gone either way.
             Err(StoreError::ConditionFailed("api key")) => Err(StoreError::NotFound),
@@ -338,6 +354,7 @@ impl DynamoStore {
         &self,
         user: UserId,
         fresh: impl FnOnce() -> String,
+        made_by: &AuditRecord,
         now: OffsetDateTime,
     ) -> Result<(WebhookSecrets, bool), StoreError> {
         if let Some(secrets) = self.webhook_secrets(user, now).await? {
@@ -356,6 +373,7 @@ impl DynamoStore {
             put_new(&self.table, to_item(&item)),
             Role::Named("webhook secret"),
         );
+        self.push_audit(&mut tx, user, made_by, now);
         match self.execute(tx).await {
             Ok(()) => Ok((item.secrets(now.unix_timestamp()), true)),
             // A concurrent first request made it: that one is the secret.
@@ -386,15 +404,15 @@ impl DynamoStore {
         &self,
         user: UserId,
         fresh: String,
+        origin: &Origin,
         now: OffsetDateTime,
     ) -> Result<(WebhookSecrets, bool), StoreError> {
         let key = item_key(keys::user_pk(user), WEBHOOK_SECRET_SK);
         let Some(old) = self.get_item_as::<WebhookSecretItem>(key.clone()).await? else {
-            return self.webhook_secret(user, || fresh, now).await;
+            let made = AuditRecord::by_user(AuditAction::WebhookSecretCreated, origin, json!({}));
+            return self.webhook_secret(user, || fresh, &made, now).await;
         };
-        let result = self
-            .client
-            .update_item()
+        let rotate = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key))
             .update_expression("SET previous = :old, previous_until = :until, #c = :fresh")
@@ -407,10 +425,21 @@ impl DynamoStore {
                 number(now.unix_timestamp() + WEBHOOK_SECRET_OVERLAP_SECS),
             )
             .expression_attribute_values(":fresh", AttributeValue::S(fresh.clone()))
-            .send()
-            .await;
-        // A concurrent rotation in between: the caller asks again.
-        landed(result)?.ok_or(StoreError::Contention)?;
+            .build()
+            .expect("table, key and expression are set");
+        let mut tx = Tx::default();
+        tx.push(
+            TransactWriteItem::builder().update(rotate).build(),
+            Role::Named("rotation"),
+        );
+        let record = AuditRecord::by_user(AuditAction::WebhookSecretRotated, origin, json!({}));
+        self.push_audit(&mut tx, user, &record, now);
+        match self.execute(tx).await {
+            Ok(()) => {}
+            // A concurrent rotation in between: the caller asks again.
+            Err(StoreError::ConditionFailed("rotation")) => return Err(StoreError::Contention),
+            Err(e) => return Err(e),
+        }
         Ok((
             WebhookSecrets {
                 current: fresh,

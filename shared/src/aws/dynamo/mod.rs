@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod api_keys;
+pub mod audit;
 pub mod cancel;
 pub mod generations;
 pub mod hooks;
@@ -58,6 +59,8 @@ pub enum StoreError {
 pub struct DynamoStore {
     client: Client,
     table: String,
+    /// How long security-log entries are kept (`AUDIT_RETENTION_DAYS`, by the table's TTL).
+    audit_retention: std::time::Duration,
 }
 
 impl DynamoStore {
@@ -65,7 +68,14 @@ impl DynamoStore {
         Self {
             client,
             table: table.into(),
+            audit_retention: audit::DEFAULT_RETENTION,
         }
+    }
+
+    /// Keeps security-log entries this long.
+    pub fn with_audit_retention(mut self, retention: std::time::Duration) -> Self {
+        self.audit_retention = retention;
+        self
     }
 
     pub fn table(&self) -> &str {
