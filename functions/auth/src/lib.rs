@@ -141,6 +141,7 @@ impl AuthContext {
 /// This function's routes, without the shared layers (the local runner merges them).
 pub fn routes(auth: Arc<AuthContext>) -> Router<Arc<Services>> {
     Router::new()
+        .route("/auth/providers", get(sign_in_options))
         .route("/auth/dev/login", post(dev_login))
         .route("/auth/google/one-tap", post(one_tap))
         .route("/auth/{provider}/login", get(login))
@@ -205,6 +206,33 @@ async fn signed_in(services: &Services, sign_in: SignIn) -> Result<User, ApiErro
         }
     }
     Ok(user)
+}
+
+#[derive(Serialize)]
+struct SignInOption {
+    id: &'static str,
+    available: bool,
+}
+
+#[derive(Serialize)]
+struct SignInOptions {
+    items: [SignInOption; 3],
+}
+
+/// Which ways of signing in this deployment offers, so a client shows only those that
+/// work (instead of probing routes that answer 503 or 404).
+async fn sign_in_options(
+    State(services): State<Arc<Services>>,
+    Extension(auth): Extension<Arc<AuthContext>>,
+) -> Json<SignInOptions> {
+    let option = |id, available| SignInOption { id, available };
+    Json(SignInOptions {
+        items: [
+            option("google", auth.google.is_some()),
+            option("facebook", auth.facebook.is_some()),
+            option("dev", services.settings.dev_login),
+        ],
+    })
 }
 
 #[derive(Deserialize)]

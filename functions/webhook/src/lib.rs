@@ -68,12 +68,33 @@ impl<S: Send + Sync> FromRequestParts<S> for PaymentProviders {
 }
 
 #[derive(Serialize)]
-struct Products {
-    items: &'static [Product],
+struct ProductView {
+    #[serde(flatten)]
+    product: &'static Product,
+    /// The configured providers that sell it here: a client offers only these.
+    providers: Vec<Provider>,
 }
 
-async fn products() -> Json<Products> {
-    Json(Products { items: PRODUCTS })
+#[derive(Serialize)]
+struct Products {
+    items: Vec<ProductView>,
+}
+
+async fn products(PaymentProviders(payments): PaymentProviders) -> Json<Products> {
+    let items = PRODUCTS
+        .iter()
+        .map(|product| ProductView {
+            product,
+            providers: [
+                (Provider::Stripe, payments.stripe.as_ref().map(|s| s.offers(product.id))),
+                (Provider::Creem, payments.creem.as_ref().map(|c| c.offers(product.id))),
+            ]
+            .into_iter()
+            .filter_map(|(provider, offered)| (offered == Some(true)).then_some(provider))
+            .collect(),
+        })
+        .collect();
+    Json(Products { items })
 }
 
 fn not_configured(provider: Provider) -> ApiError {
