@@ -5,6 +5,8 @@
 #   PORT (3000)       where the HTTP routes listen (0 picks a free port)
 #   MOTO_PORT (4566)  where the AWS emulator listens
 #   MODEL_PROVIDERS   (*=local) which provider serves each model
+#   WEB               (1) build the web app when its sources changed and serve it at /;
+#                     0 serves the API alone (no Node.js needed)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PORT="${PORT:-3000}"
@@ -12,6 +14,14 @@ export MOTO_PORT="${MOTO_PORT:-4566}"
 
 "$root/infra/setup.sh"
 cargo build --quiet --manifest-path "$root/Cargo.toml" -p local-runner
+if [[ "${WEB:-1}" == 1 ]]; then
+  if command -v npm >/dev/null 2>&1; then
+    "$root/infra/build-web.sh"
+    export WEB_DIST="$root/web/dist"
+  else
+    echo "infra/run.sh: npm is not on the PATH: serving the API without the web app" >&2
+  fi
+fi
 
 runner=""
 cleanup() {
@@ -30,7 +40,11 @@ export AUTH_DEV_LOGIN="${AUTH_DEV_LOGIN:-1}"
 export MODEL_PROVIDERS="${MODEL_PROVIDERS:-*=local}"
 # Completion webhooks may go to a receiver on this machine (never set when deployed).
 export WEBHOOK_ALLOW_LOOPBACK="${WEBHOOK_ALLOW_LOOPBACK:-1}"
-export APP_ORIGINS="${APP_ORIGINS:-http://localhost:5173,http://127.0.0.1:5173}"
+# The runner's own origin (it serves the app) and Vite's dev server (`npm run dev`); the
+# runner adds its own origin by itself too, whatever port it bound.
+own=""
+[[ "$PORT" != 0 ]] && own="http://127.0.0.1:$PORT,http://localhost:$PORT,"
+export APP_ORIGINS="${APP_ORIGINS:-${own}http://localhost:5173,http://127.0.0.1:5173}"
 # A fresh key per run: the emulator forgets everything on restart anyway.
 export SESSION_SECRET="${SESSION_SECRET:-$(head -c 48 /dev/urandom | base64 | tr -d '\n')}"
 export LOG_FORMAT="${LOG_FORMAT:-pretty}"

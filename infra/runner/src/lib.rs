@@ -3,6 +3,7 @@
 
 pub mod provision;
 pub mod pump;
+pub mod web;
 
 use std::sync::Arc;
 

@@ -23,7 +23,23 @@ async fn main() -> anyhow::Result<()> {
     let sdk = shared::aws::load_sdk_config().await;
     let names = Names::with_prefix(&prefix);
     let provisioned = provision::ensure_all(&sdk, &names).await?;
-    let settings = local_runner::local_settings(&names, &provisioned)?;
+    let listener = tokio::net::TcpListener::bind(format!("{host}:{port}")).await?;
+    let address = listener.local_addr()?;
+    let mut settings = local_runner::local_settings(&names, &provisioned)?;
+    // The runner serves the web app itself: its own origin makes the app's cookie requests
+    // (and sign-in redirects back to it) pass, whatever port was picked.
+    settings.app_origins = local_runner::web::with_own_origin(&settings.app_origins, address)?;
+    provision::ensure_bucket_cors(
+        &shared::aws::s3_client(&sdk),
+        &names.bucket,
+        settings.app_origins.as_slice(),
+    )
+    .await?;
+    let origins = settings.app_origins.clone();
+    // The built web app (infra/run.sh sets it); without it only the API is served.
+    let web_dist = std::env::var_os("WEB_DIST")
+        .map(std::path::PathBuf::from)
+        .filter(|dist| dist.join("index.html").is_file());
     let mut names_wanted = vec!["SESSION_SECRET"];
     names_wanted.extend_from_slice(providers::SECRET_NAMES);
     names_wanted.extend_from_slice(auth::SECRET_NAMES);
@@ -77,12 +93,11 @@ async fn main() -> anyhow::Result<()> {
         std::time::Duration::from_secs(sweep_secs),
     ));
 
-    let listener = tokio::net::TcpListener::bind(format!("{host}:{port}")).await?;
-    let address = listener.local_addr()?;
     // The line scripts and tests wait for: keep its shape.
     println!("local-runner listening on http://{address}");
     tracing::info!(%address, table = %names.table, queue = %provisioned.queue_url, "serving");
-    let router = webhook::with_payments(local_runner::http_router(services, auth), payments);
+    let api = webhook::with_payments(local_runner::http_router(services, auth), payments);
+    let router = local_runner::web::serve(api, &origins, web_dist);
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await?;

@@ -6,8 +6,8 @@ use aws_sdk_dynamodb::types::{
     ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
 };
 use aws_sdk_s3::types::{
-    BucketLifecycleConfiguration, ExpirationStatus, LifecycleExpiration, LifecycleRule,
-    LifecycleRuleFilter,
+    BucketLifecycleConfiguration, CorsConfiguration, CorsRule, ExpirationStatus,
+    LifecycleExpiration, LifecycleRule, LifecycleRuleFilter,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 
@@ -179,6 +179,41 @@ pub async fn ensure_bucket(client: &aws_sdk_s3::Client, bucket: &str) -> anyhow:
         .send()
         .await
         .map_err(|e| anyhow::Error::new(e).context("configuring the bucket lifecycle"))?;
+    Ok(())
+}
+
+/// The image bucket's `CorsConfiguration` of `template.yaml` (rule `WebApp`), value for
+/// value (a test compares): the browser PUTs uploads to presigned URLs and reads images.
+pub const BUCKET_CORS_METHODS: &[&str] = &["PUT", "GET"];
+pub const BUCKET_CORS_HEADERS: &[&str] = &["*"];
+pub const BUCKET_CORS_EXPOSE: &[&str] = &["ETag"];
+pub const BUCKET_CORS_MAX_AGE_SECS: i32 = 3000;
+
+/// Gives the bucket the template's CORS rule for the web app's origins.
+pub async fn ensure_bucket_cors(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    origins: &[String],
+) -> anyhow::Result<()> {
+    if origins.is_empty() {
+        return Ok(());
+    }
+    let strings = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let rule = CorsRule::builder()
+        .id("WebApp")
+        .set_allowed_origins(Some(origins.to_vec()))
+        .set_allowed_methods(Some(strings(BUCKET_CORS_METHODS)))
+        .set_allowed_headers(Some(strings(BUCKET_CORS_HEADERS)))
+        .set_expose_headers(Some(strings(BUCKET_CORS_EXPOSE)))
+        .max_age_seconds(BUCKET_CORS_MAX_AGE_SECS)
+        .build()?;
+    client
+        .put_bucket_cors()
+        .bucket(bucket)
+        .cors_configuration(CorsConfiguration::builder().cors_rules(rule).build()?)
+        .send()
+        .await
+        .map_err(|e| anyhow::Error::new(e).context("configuring the bucket's CORS"))?;
     Ok(())
 }
 
