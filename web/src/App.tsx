@@ -22,8 +22,11 @@ const NAV: { href: string; key: "nav.create" | "nav.gallery" | "nav.credits" | "
 
 function Header() {
   const { t, lang, setLang } = useI18n();
-  const { route } = useRouter();
+  const { route, url } = useRouter();
   const { me } = useSession();
+  // Signing in from any page comes back to it.
+  const here = url.pathname === "/sign-in" ? null : `${url.pathname}${url.search}`;
+  const signInHref = here && here !== "/" ? `/sign-in?next=${encodeURIComponent(here)}` : "/sign-in";
   return (
     <header className="header">
       <div className="header-inner">
@@ -58,7 +61,7 @@ function Header() {
             ))}
           </select>
           {!me && (
-            <Link href="/sign-in" className="button primary small-button">
+            <Link href={signInHref} className="button primary small-button">
               {t("nav.signIn")}
             </Link>
           )}

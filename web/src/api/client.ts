@@ -101,5 +101,7 @@ export async function putToStorage(
   } catch {
     throw new ApiProblem(0, { title: "network" });
   }
+  // Read the (empty) answer to its end: a body left unread counts as an aborted load.
+  await response.arrayBuffer().catch(() => undefined);
   if (!response.ok) throw new ApiProblem(response.status, { code: "upload_failed" });
 }

@@ -80,7 +80,11 @@ export function GenerationCard({
   };
 
   return (
-    <article className={`card generation ${full ? "generation-full" : ""}`} aria-label={generation.prompt}>
+    <article
+      id={`generation-${generation.id}`}
+      className={`card generation ${full ? "generation-full" : ""}`}
+      aria-label={generation.prompt}
+    >
       <div className={`images images-${Math.min(generation.n, 4)}`}>
         {generation.images.map((image) => (
           <figure key={image.index} className="image" style={ratioStyle(generation.aspect_ratio)}>

@@ -49,8 +49,8 @@ function ProductCard({ product }: { product: Product }) {
   };
 
   return (
-    <article className="card product" aria-label={product.name}>
-      <h3>{amount}</h3>
+    <article className="card product" aria-labelledby={`product-${product.id}`}>
+      <h3 id={`product-${product.id}`}>{amount}</h3>
       <p className="price">{money(product.price.amount, product.price.currency)}</p>
       {product.providers.length === 0 ? (
         <p className="muted small">{t("buy.notSold")}</p>

@@ -45,10 +45,16 @@ function ModelPicker({
               checked={model.id === selected}
               disabled={!model.available}
               onChange={() => onSelect(model.id)}
+              aria-label={model.name}
+              aria-describedby={`model-${model.id}-price model-${model.id}-meta`}
             />
-            <span className="model-name">{model.name}</span>
-            <span className="model-price">{t("create.perImage", { credits: model.credits_per_image })}</span>
-            <span className="model-meta">
+            <span className="model-name" aria-hidden="true">
+              {model.name}
+            </span>
+            <span className="model-price" id={`model-${model.id}-price`}>
+              {t("create.perImage", { credits: model.credits_per_image })}
+            </span>
+            <span className="model-meta" id={`model-${model.id}-meta`}>
               {model.available
                 ? model.modes.map((m) => t(`create.modes.${m}`)).join(" · ")
                 : t("create.unavailable")}
@@ -225,6 +231,12 @@ export function Create() {
       );
       upsert(generation);
       notify("success", t("create.accepted", { cost: generation.cost }));
+      // Where it will appear: in view, so its images are seen arriving.
+      requestAnimationFrame(() =>
+        document
+          .getElementById(`generation-${generation.id}`)
+          ?.scrollIntoView({ block: "nearest", behavior: "smooth" }),
+      );
       key.current = null;
       setPrompt("");
       setTouched(false);
@@ -303,7 +315,7 @@ export function Create() {
         <div className="summary" aria-live="polite">
           <span>{t("create.mode", { mode: t(`create.modes.${mode}`) })}</span>
           <strong data-testid="cost">{t("create.cost", { cost: total })}</strong>
-          <span className="muted">{t("create.balanceAfter", { after: me.credits - total })}</span>
+          {!warning && <span className="muted">{t("create.balanceAfter", { after: me.credits - total })}</span>}
         </div>
         {warning && (
           <p className="warning">
