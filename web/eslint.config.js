@@ -15,8 +15,9 @@ export default tseslint.config(
     },
   },
   {
+    // Node scripts; functions they hand to the page run in the browser.
     files: ["e2e/**/*.mjs", "*.js"],
     extends: [js.configs.recommended],
-    languageOptions: { globals: globals.node },
+    languageOptions: { globals: { ...globals.node, ...globals.browser } },
   },
 );

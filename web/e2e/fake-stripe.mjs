@@ -20,7 +20,11 @@ export async function startFakeStripe() {
         requests.push({ headers: req.headers, form });
         if (req.headers.authorization !== "Bearer sk_test_local") {
           res.writeHead(401, { "content-type": "application/json" });
-          res.end(JSON.stringify({ error: { type: "invalid_request_error", message: "Invalid API Key provided" } }));
+          res.end(
+            JSON.stringify({
+              error: { type: "invalid_request_error", message: "Invalid API Key provided" },
+            }),
+          );
           return;
         }
         const id = `cs_test_${randomBytes(12).toString("hex")}`;
@@ -73,7 +77,11 @@ export async function startFakeStripe() {
         return;
       }
       res.writeHead(404, { "content-type": "application/json" });
-      res.end(JSON.stringify({ error: { type: "invalid_request_error", message: "Unrecognized request URL" } }));
+      res.end(
+        JSON.stringify({
+          error: { type: "invalid_request_error", message: "Unrecognized request URL" },
+        }),
+      );
     });
   });
   await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));

@@ -12,7 +12,11 @@ import type { Route } from "./router";
 import { useSession } from "./session";
 import { useStore } from "./store";
 
-const NAV: { href: string; key: "nav.create" | "nav.gallery" | "nav.credits" | "nav.buy" | "nav.account"; pages: Route["page"][] }[] = [
+const NAV: {
+  href: string;
+  key: "nav.create" | "nav.gallery" | "nav.credits" | "nav.buy" | "nav.account";
+  pages: Route["page"][];
+}[] = [
   { href: "/", key: "nav.create", pages: ["create"] },
   { href: "/gallery", key: "nav.gallery", pages: ["gallery", "generation"] },
   { href: "/credits", key: "nav.credits", pages: ["credits"] },
@@ -26,11 +30,12 @@ function Header() {
   const { me } = useSession();
   // Signing in from any page comes back to it.
   const here = url.pathname === "/sign-in" ? null : `${url.pathname}${url.search}`;
-  const signInHref = here && here !== "/" ? `/sign-in?next=${encodeURIComponent(here)}` : "/sign-in";
+  const signInHref =
+    here && here !== "/" ? `/sign-in?next=${encodeURIComponent(here)}` : "/sign-in";
   return (
     <header className="header">
       <div className="header-inner">
-        <Link href="/" className="brand">
+        <Link href="/" className="brand" aria-label={t("app.name")}>
           <img src="/favicon.svg" alt="" width={28} height={28} />
           <span>{t("app.name")}</span>
         </Link>
@@ -42,7 +47,9 @@ function Header() {
               aria-label={t("nav.balanceLabel", { credits: me.credits })}
               data-testid="header-balance"
             >
-              {t("nav.balance", { credits: me.credits })}
+              {t(Math.abs(me.credits) === 1 ? "nav.balanceOne" : "nav.balance", {
+                credits: me.credits,
+              })}
             </Link>
           )}
           <label className="visually-hidden" htmlFor="language">
@@ -90,9 +97,18 @@ function Notices() {
   return (
     <div className="notices" aria-live="polite">
       {notices.map((notice) => (
-        <div key={notice.id} className={`notice notice-${notice.tone}`} role={notice.tone === "error" ? "alert" : "status"}>
+        <div
+          key={notice.id}
+          className={`notice notice-${notice.tone}`}
+          role={notice.tone === "error" ? "alert" : "status"}
+        >
           <span>{notice.body}</span>
-          <button type="button" className="linklike" onClick={() => dismiss(notice.id)} aria-label={t("error.dismiss")}>
+          <button
+            type="button"
+            className="linklike"
+            onClick={() => dismiss(notice.id)}
+            aria-label={t("error.dismiss")}
+          >
             ×
           </button>
         </div>

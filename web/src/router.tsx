@@ -47,7 +47,10 @@ export function RouterProvider({ children }: { children: ReactNode }) {
     setUrl(new URL(location.href));
     if (!replace) scrollTo(0, 0);
   }, []);
-  const value = useMemo(() => ({ route: parseRoute(url.pathname), url, navigate }), [url, navigate]);
+  const value = useMemo(
+    () => ({ route: parseRoute(url.pathname), url, navigate }),
+    [url, navigate],
+  );
   return <Context.Provider value={value}>{children}</Context.Provider>;
 }
 
@@ -58,7 +61,11 @@ export function useRouter(): Nav {
 }
 
 /** An `<a>` that navigates in the app (new tabs and modified clicks still work). */
-export function Link({ href, onClick, ...rest }: AnchorHTMLAttributes<HTMLAnchorElement> & { href: string }) {
+export function Link({
+  href,
+  onClick,
+  ...rest
+}: AnchorHTMLAttributes<HTMLAnchorElement> & { href: string }) {
   const { navigate } = useRouter();
   const handle = (event: MouseEvent<HTMLAnchorElement>) => {
     onClick?.(event);

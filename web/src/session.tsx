@@ -1,4 +1,12 @@
-import { createContext, useCallback, useContext, useEffect, useMemo, useState } from "react";
+import {
+  createContext,
+  useCallback,
+  useContext,
+  useEffect,
+  useMemo,
+  useRef,
+  useState,
+} from "react";
 import type { ReactNode } from "react";
 import { ApiProblem, api, call, hasToken, setToken } from "./api/client";
 import type { Me } from "./api/client";
@@ -59,12 +67,17 @@ export function SessionProvider({ children }: { children: ReactNode }) {
     }
   }, [ended]);
 
+  // The first load reads the cookie session, where one may exist.
+  const cookieHint = useRef(session.state === "loading");
   useEffect(() => {
-    if (session.state === "loading") {
-      refresh().catch(() => setSession({ state: "signedOut" }));
-    }
-    // Only the first load reads the cookie session.
-    // eslint-disable-next-line react-hooks/exhaustive-deps
+    if (!cookieHint.current) return;
+    cookieHint.current = false;
+    call(api.GET("/v1/me"))
+      .then((me) => setSession({ state: "signedIn", me }))
+      .catch((error: unknown) => {
+        if (error instanceof ApiProblem && error.status === 401) hint(false);
+        setSession({ state: "signedOut" });
+      });
   }, []);
 
   const value = useMemo<SessionApi>(

@@ -1,7 +1,15 @@
 // What several pages share: the catalogs, the user's generations (kept live while any is
 // open), the draft being composed (so "edit this image" from the gallery lands in it) and
 // the notices shown at the top of the page.
-import { createContext, useCallback, useContext, useEffect, useMemo, useRef, useState } from "react";
+import {
+  createContext,
+  useCallback,
+  useContext,
+  useEffect,
+  useMemo,
+  useRef,
+  useState,
+} from "react";
 import type { ReactNode } from "react";
 import { ApiProblem, api, call } from "./api/client";
 import type { Generation, Model, Product } from "./api/client";
@@ -56,9 +64,13 @@ export function StoreProvider({ children }: { children: ReactNode }) {
     noticeId.current += 1;
     const id = noticeId.current;
     setNotices((all) => [...all.slice(-2), { id, tone, body }]);
-    if (tone !== "error") setTimeout(() => setNotices((all) => all.filter((n) => n.id !== id)), 6000);
+    if (tone !== "error")
+      setTimeout(() => setNotices((all) => all.filter((n) => n.id !== id)), 4000);
   }, []);
-  const dismiss = useCallback((id: number) => setNotices((all) => all.filter((n) => n.id !== id)), []);
+  const dismiss = useCallback(
+    (id: number) => setNotices((all) => all.filter((n) => n.id !== id)),
+    [],
+  );
 
   const failed = useCallback(
     (error: unknown) => {
@@ -77,10 +89,15 @@ export function StoreProvider({ children }: { children: ReactNode }) {
   }, []);
 
   // A new user (or none) starts from nothing: no generation of one is shown to another.
-  useEffect(() => {
+  const [shownFor, setShownFor] = useState(userId);
+  if (shownFor !== userId) {
+    setShownFor(userId);
     setGenerations(null);
     setNextCursor(null);
     setReferences([]);
+    setNotices([]);
+  }
+  useEffect(() => {
     if (!userId) return;
     let live = true;
     call(api.GET("/v1/generations", { params: { query: { limit: 24 } } }))
@@ -188,7 +205,19 @@ export function StoreProvider({ children }: { children: ReactNode }) {
       notify,
       dismiss,
     }),
-    [models, products, generations, nextCursor, loadMore, upsert, remove, references, notices, notify, dismiss],
+    [
+      models,
+      products,
+      generations,
+      nextCursor,
+      loadMore,
+      upsert,
+      remove,
+      references,
+      notices,
+      notify,
+      dismiss,
+    ],
   );
   return <Context.Provider value={value}>{children}</Context.Provider>;
 }

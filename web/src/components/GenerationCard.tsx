@@ -1,11 +1,11 @@
 import { useState } from "react";
 import { ApiProblem, api, call } from "../api/client";
 import type { Generation, GenerationImage } from "../api/client";
-import { useI18n } from "../i18n";
+import { Msg, useI18n } from "../i18n";
 import { Link, useRouter } from "../router";
 import { isOpen, useStore } from "../store";
 import { Dialog } from "./Dialog";
-import { problemText } from "./problems";
+import { ProblemMessage } from "./problems";
 
 function ratioStyle(aspect: string) {
   const [w, h] = aspect.split(":").map(Number);
@@ -68,12 +68,12 @@ export function GenerationCard({
       await call(api.DELETE("/v1/generations/{id}", { params: { path: { id: generation.id } } }));
       setConfirming(false);
       remove(generation.id);
-      notify("success", t("gen.deleted"));
+      notify("success", <Msg k="gen.deleted" />);
       if (full) navigate("/gallery");
     } catch (error) {
       setConfirming(false);
       if (error instanceof ApiProblem && error.status === 404) remove(generation.id);
-      notify("error", problemText(error, t));
+      notify("error", <ProblemMessage error={error} />);
     } finally {
       setDeleting(false);
     }
@@ -89,7 +89,12 @@ export function GenerationCard({
         {generation.images.map((image) => (
           <figure key={image.index} className="image" style={ratioStyle(generation.aspect_ratio)}>
             {full ? (
-              <img src={image.url} alt={generation.prompt} width={image.width} height={image.height} />
+              <img
+                src={image.url}
+                alt={generation.prompt}
+                width={image.width}
+                height={image.height}
+              />
             ) : (
               <Link href={`/gallery/${generation.id}`} aria-label={t("gen.open")}>
                 <img
@@ -106,7 +111,11 @@ export function GenerationCard({
               <button type="button" className="chip" onClick={() => editImage(image)}>
                 {t("gen.edit")}
               </button>
-              <button type="button" className="chip" onClick={() => void download(generation, image)}>
+              <button
+                type="button"
+                className="chip"
+                onClick={() => void download(generation, image)}
+              >
                 {t("gen.download")}
               </button>
             </figcaption>
@@ -138,7 +147,9 @@ export function GenerationCard({
             ` · ${t("gen.editing", { count: generation.reference_images.length })}`}
         </p>
         {generation.status === "failed" && generation.error && (
-          <p className="error-text">{t("gen.failedMessage", { message: generation.error.message })}</p>
+          <p className="error-text">
+            {t("gen.failedMessage", { message: generation.error.message })}
+          </p>
         )}
         {generation.status === "succeeded" && generation.images.length < generation.n && (
           <p className="muted small">
@@ -155,7 +166,11 @@ export function GenerationCard({
             </Link>
           )}
           {!isOpen(generation) && (
-            <button type="button" className="button ghost danger small-button" onClick={() => setConfirming(true)}>
+            <button
+              type="button"
+              className="button ghost danger small-button"
+              onClick={() => setConfirming(true)}
+            >
               {t("gen.delete")}
             </button>
           )}
@@ -164,10 +179,20 @@ export function GenerationCard({
       <Dialog open={confirming} title={t("gen.deleteTitle")} onClose={() => setConfirming(false)}>
         <p>{t("gen.deleteBody")}</p>
         <div className="row end">
-          <button type="button" className="button ghost" onClick={() => setConfirming(false)} autoFocus>
+          <button
+            type="button"
+            className="button ghost"
+            onClick={() => setConfirming(false)}
+            autoFocus
+          >
             {t("gen.cancel")}
           </button>
-          <button type="button" className="button danger" onClick={() => void confirmDelete()} disabled={deleting}>
+          <button
+            type="button"
+            className="button danger"
+            onClick={() => void confirmDelete()}
+            disabled={deleting}
+          >
             {t("gen.confirmDelete")}
           </button>
         </div>

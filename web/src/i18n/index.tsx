@@ -12,10 +12,7 @@ export const TABLES: Record<Language, Messages> = { en, "zh-CN": zhCN };
 const STORAGE_KEY = "nb.language";
 
 /** The saved choice, else the browser's preferred language, else English. */
-export function initialLanguage(
-  saved: string | null,
-  preferred: readonly string[],
-): Language {
+export function initialLanguage(saved: string | null, preferred: readonly string[]): Language {
   if (saved === "en" || saved === "zh-CN") return saved;
   for (const tag of preferred) {
     const lower = tag.toLowerCase();
@@ -91,6 +88,11 @@ export function I18nProvider({ children }: { children: ReactNode }) {
     };
   }, [lang, setLang]);
   return <Context.Provider value={value}>{children}</Context.Provider>;
+}
+
+/** A translated sentence that follows the language when it is switched later. */
+export function Msg({ k, values }: { k: MessageKey; values?: Record<string, string | number> }) {
+  return <>{useI18n().t(k, values)}</>;
 }
 
 export function useI18n(): I18n {

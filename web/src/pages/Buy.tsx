@@ -50,6 +50,9 @@ function ProductCard({ product }: { product: Product }) {
 
   return (
     <article className="card product" aria-labelledby={`product-${product.id}`}>
+      {(product.id === "pro_monthly" || product.id === "pro_yearly") && (
+        <p className="eyebrow">{t(`buy.plan.${product.id}`)}</p>
+      )}
       <h3 id={`product-${product.id}`}>{amount}</h3>
       <p className="price">{money(product.price.amount, product.price.currency)}</p>
       {product.providers.length === 0 ? (
@@ -65,7 +68,8 @@ function ProductCard({ product }: { product: Product }) {
               onClick={() => void checkout(provider)}
             >
               {subscription ? t("buy.subscribe") : t("buy.buy")}
-              {product.providers.length > 1 && ` ${t("buy.with", { provider: PROVIDER_NAMES[provider] })}`}
+              {product.providers.length > 1 &&
+                ` ${t("buy.with", { provider: PROVIDER_NAMES[provider] })}`}
             </button>
           ))}
         </div>
@@ -101,7 +105,8 @@ function Plan() {
     <section className="card plan" aria-labelledby="plan-title">
       <h2 id="plan-title">{t("buy.current")}</h2>
       <p>
-        <strong>{subscription.product_id}</strong> · {t("buy.status", { status: subscription.status })}
+        <strong>{subscription.product_id}</strong> ·{" "}
+        {t("buy.status", { status: subscription.status })}
       </p>
       <p className="muted">
         {subscription.cancel_at_period_end

@@ -4,10 +4,18 @@ import { ApiProblem, api, call, idempotencyKey, putToStorage } from "../api/clie
 import type { Model, UploadContentType } from "../api/client";
 import { GenerationCard } from "../components/GenerationCard";
 import { ProblemMessage } from "../components/problems";
-import { useI18n } from "../i18n";
+import { Msg, useI18n } from "../i18n";
 import type { MessageKey } from "../i18n";
 import { Link } from "../router";
-import { MAX_IMAGES, PROMPT_MAX_CHARS, checkUpload, cost, promptLength, shortfall, validateDraft } from "../rules";
+import {
+  MAX_IMAGES,
+  PROMPT_MAX_CHARS,
+  checkUpload,
+  cost,
+  promptLength,
+  shortfall,
+  validateDraft,
+} from "../rules";
 import type { Problem } from "../rules";
 import { useSession } from "../session";
 import { useStore } from "../store";
@@ -143,7 +151,12 @@ function References({ model }: { model: Model }) {
         onDrop={onDrop}
       >
         <span id={hintId}>{t("create.referencesHint")}</span>{" "}
-        <button type="button" className="linklike" onClick={() => input.current?.click()} aria-describedby={hintId}>
+        <button
+          type="button"
+          className="linklike"
+          onClick={() => input.current?.click()}
+          aria-describedby={hintId}
+        >
           {t("create.choose")}
         </button>
         <input
@@ -178,7 +191,7 @@ export function Create() {
   const [modelId, setModelId] = useState<string>("");
   const [prompt, setPrompt] = useState("");
   const [n, setN] = useState(1);
-  const [aspect, setAspect] = useState("1:1");
+  const [chosenAspect, setAspect] = useState("1:1");
   const [touched, setTouched] = useState(false);
   const [sending, setSending] = useState(false);
   const [problem, setProblem] = useState<unknown>(null);
@@ -188,16 +201,16 @@ export function Create() {
   const promptId = useId();
   const countId = useId();
 
-  const model = (models ?? []).find((m) => m.id === modelId) ?? available[0];
-  useEffect(() => {
-    if (!modelId && available[0]) setModelId(available[0].id);
-  }, [modelId, available]);
-  useEffect(() => {
-    if (model && !model.aspect_ratios.includes(aspect)) setAspect(model.aspect_ratios[0] ?? "1:1");
-  }, [model, aspect]);
+  // Until a person picks, the first available model; a ratio the model lacks falls back
+  // to its first one.
+  const model = (models ?? []).find((m) => m.id === modelId && m.available) ?? available[0];
+  const aspect =
+    model && !model.aspect_ratios.includes(chosenAspect)
+      ? (model.aspect_ratios[0] ?? "1:1")
+      : chosenAspect;
   useEffect(() => {
     key.current = null;
-  }, [modelId, prompt, n, aspect, references]);
+  }, [model, prompt, n, aspect, references]);
 
   if (!models || !me) return <p className="muted">{t("app.loading")}</p>;
   if (!model) return <p className="error-text">{t("error.unavailable")}</p>;
@@ -230,7 +243,7 @@ export function Create() {
         }),
       );
       upsert(generation);
-      notify("success", t("create.accepted", { cost: generation.cost }));
+      notify("success", <Msg k="create.accepted" values={{ cost: generation.cost }} />);
       // Where it will appear: in view, so its images are seen arriving.
       requestAnimationFrame(() =>
         document
@@ -250,18 +263,27 @@ export function Create() {
     }
   };
 
-  const shown = (field: keyof typeof errors) => (touched || field !== "prompt" ? text(errors[field]) : null);
+  const shown = (field: keyof typeof errors) =>
+    touched || field !== "prompt" ? text(errors[field]) : null;
   const recent = (generations ?? []).slice(0, 6);
 
   return (
     <div className="studio">
-      <form className="card composer" onSubmit={(e) => void submit(e)} noValidate aria-labelledby="create-title">
+      <form
+        className="card composer"
+        onSubmit={(e) => void submit(e)}
+        noValidate
+        aria-labelledby="create-title"
+      >
         <h1 id="create-title">{t("create.title")}</h1>
         <ModelPicker models={models} selected={model.id} onSelect={setModelId} />
         <div className="field">
           <div className="label-row">
             <label htmlFor={promptId}>{t("create.prompt")}</label>
-            <span className={`muted small ${length > PROMPT_MAX_CHARS ? "error-text" : ""}`} aria-live="polite">
+            <span
+              className={`muted small ${length > PROMPT_MAX_CHARS ? "error-text" : ""}`}
+              aria-live="polite"
+            >
               {t("create.promptCount", { length, max: PROMPT_MAX_CHARS })}
             </span>
           </div>
@@ -315,7 +337,9 @@ export function Create() {
         <div className="summary" aria-live="polite">
           <span>{t("create.mode", { mode: t(`create.modes.${mode}`) })}</span>
           <strong data-testid="cost">{t("create.cost", { cost: total })}</strong>
-          {!warning && <span className="muted">{t("create.balanceAfter", { after: me.credits - total })}</span>}
+          {!warning && (
+            <span className="muted">{t("create.balanceAfter", { after: me.credits - total })}</span>
+          )}
         </div>
         {warning && (
           <p className="warning">

@@ -15,13 +15,13 @@ export function Credits() {
   const [loading, setLoading] = useState(false);
   const credits = me?.credits;
 
-  const load = async (from: string | null) => {
+  const more = async (from: string) => {
     setLoading(true);
     try {
       const page = await call(
-        api.GET("/v1/me/ledger", { params: { query: { limit: 50, ...(from ? { cursor: from } : {}) } } }),
+        api.GET("/v1/me/ledger", { params: { query: { limit: 50, cursor: from } } }),
       );
-      setRows((all) => (from ? [...(all ?? []), ...page.items] : page.items));
+      setRows((all) => [...(all ?? []), ...page.items]);
       setCursor(page.next_cursor);
     } catch (error) {
       setProblem(error);
@@ -31,7 +31,17 @@ export function Credits() {
   };
   // The history is read again whenever the balance moves, so both always agree.
   useEffect(() => {
-    void load(null);
+    let live = true;
+    call(api.GET("/v1/me/ledger", { params: { query: { limit: 50 } } }))
+      .then((page) => {
+        if (!live) return;
+        setRows(page.items);
+        setCursor(page.next_cursor);
+      })
+      .catch((error: unknown) => live && setProblem(error));
+    return () => {
+      live = false;
+    };
   }, [credits]);
 
   if (!me) return null;
@@ -45,7 +55,9 @@ export function Credits() {
         <div>
           <div className="muted small">{t("credits.balance")}</div>
           <div className="balance" data-testid="balance">
-            {t("nav.balance", { credits: me.credits })}
+            {t(Math.abs(me.credits) === 1 ? "nav.balanceOne" : "nav.balance", {
+              credits: me.credits,
+            })}
           </div>
         </div>
         <Link className="button primary" href="/buy">
@@ -87,7 +99,10 @@ export function Credits() {
                       (row.ref ?? t("date.never"))
                     )}
                   </td>
-                  <td className={`num ${row.delta < 0 ? "negative" : "positive"}`} data-testid="delta">
+                  <td
+                    className={`num ${row.delta < 0 ? "negative" : "positive"}`}
+                    data-testid="delta"
+                  >
                     {row.delta > 0 ? `+${row.delta}` : row.delta}
                   </td>
                 </tr>
@@ -98,7 +113,9 @@ export function Credits() {
                 <tr>
                   <th scope="row" colSpan={3}>
                     {t("credits.total")}
-                    {total === me.credits && <span className="muted"> · {t("credits.matches")}</span>}
+                    {total === me.credits && (
+                      <span className="muted"> · {t("credits.matches")}</span>
+                    )}
                   </th>
                   <td className="num" data-testid="ledger-total">
                     {total}
@@ -111,7 +128,12 @@ export function Credits() {
       )}
       {cursor && (
         <div className="row center">
-          <button type="button" className="button ghost" disabled={loading} onClick={() => void load(cursor)}>
+          <button
+            type="button"
+            className="button ghost"
+            disabled={loading}
+            onClick={() => void more(cursor)}
+          >
             {t("credits.more")}
           </button>
         </div>

@@ -39,7 +39,12 @@ export function Gallery() {
       )}
       {nextCursor && (
         <div className="row center">
-          <button type="button" className="button ghost" onClick={() => void more()} disabled={loading}>
+          <button
+            type="button"
+            className="button ghost"
+            onClick={() => void more()}
+            disabled={loading}
+          >
             {loading ? t("app.loading") : t("gallery.more")}
           </button>
         </div>

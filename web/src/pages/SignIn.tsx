@@ -37,7 +37,8 @@ export function SignIn() {
       });
   }, []);
 
-  const available = (id: SignInOption["id"]) => options?.find((o) => o.id === id)?.available ?? false;
+  const available = (id: SignInOption["id"]) =>
+    options?.find((o) => o.id === id)?.available ?? false;
 
   const devSignIn = async (event: FormEvent) => {
     event.preventDefault();
@@ -75,12 +76,21 @@ export function SignIn() {
           <div className="providers">
             {(["google", "facebook"] as const).map((provider) =>
               available(provider) ? (
-                <a key={provider} className={`button provider ${provider}`} href={loginUrl(provider)}>
+                <a
+                  key={provider}
+                  className={`button provider ${provider}`}
+                  href={loginUrl(provider)}
+                >
                   {t(`signin.${provider}`)}
                 </a>
               ) : (
                 <div key={provider} className="provider-off">
-                  <button type="button" className={`button provider ${provider}`} disabled aria-describedby={`${provider}-off`}>
+                  <button
+                    type="button"
+                    className={`button provider ${provider}`}
+                    disabled
+                    aria-describedby={`${provider}-off`}
+                  >
                     {t(`signin.${provider}`)}
                   </button>
                   <p id={`${provider}-off`} className="muted small">
@@ -120,7 +130,9 @@ export function SignIn() {
               </button>
             </form>
           )}
-          {!options.some((o) => o.available) && <p className="warning">{t("signin.noneAvailable")}</p>}
+          {!options.some((o) => o.available) && (
+            <p className="warning">{t("signin.noneAvailable")}</p>
+          )}
         </>
       )}
       {problem !== null && (
