@@ -86,8 +86,14 @@ async fn products(PaymentProviders(payments): PaymentProviders) -> Json<Products
         .map(|product| ProductView {
             product,
             providers: [
-                (Provider::Stripe, payments.stripe.as_ref().map(|s| s.offers(product.id))),
-                (Provider::Creem, payments.creem.as_ref().map(|c| c.offers(product.id))),
+                (
+                    Provider::Stripe,
+                    payments.stripe.as_ref().map(|s| s.offers(product.id)),
+                ),
+                (
+                    Provider::Creem,
+                    payments.creem.as_ref().map(|c| c.offers(product.id)),
+                ),
             ]
             .into_iter()
             .filter_map(|(provider, offered)| (offered == Some(true)).then_some(provider))

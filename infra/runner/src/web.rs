@@ -125,7 +125,10 @@ async fn static_file(dist: &Path, request: Request) -> Response {
     let path = request.uri().path().to_string();
     // An app route (no file extension) gets index.html; a missing file stays a 404, so a
     // stale asset name fails loudly instead of running HTML as a script.
-    let looks_like_file = path.rsplit('/').next().is_some_and(|last| last.contains('.'));
+    let looks_like_file = path
+        .rsplit('/')
+        .next()
+        .is_some_and(|last| last.contains('.'));
     let index = dist.join("index.html");
     let served = if looks_like_file {
         ServeDir::new(dist).oneshot(request).await
