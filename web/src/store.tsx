@@ -154,11 +154,18 @@ export function StoreProvider({ children }: { children: ReactNode }) {
     if (!openIds) return;
     const timers: number[] = [];
     let live = true;
-    for (const id of openIds.split(",")) {
+    const ids = openIds.split(",");
+    // With few open, each waits at the API for its end (`Prefer: wait`) and shows it the
+    // moment it comes; with more, short polls, so the browser's six connections to one
+    // host are never all held.
+    const wait = ids.length <= 2 ? { Prefer: "wait=10" } : undefined;
+    for (const id of ids) {
       const poll = async () => {
         try {
           const generation = await call(
-            api.GET("/v1/generations/{id}", { params: { path: { id } } }),
+            api.GET("/v1/generations/{id}", {
+              params: { path: { id }, ...(wait ? { header: wait } : {}) },
+            }),
           );
           if (!live) return;
           if (isOpen(generation)) {

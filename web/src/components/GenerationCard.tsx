@@ -3,6 +3,7 @@ import { ApiProblem, api, call } from "../api/client";
 import type { Generation, GenerationImage } from "../api/client";
 import { Msg, useI18n } from "../i18n";
 import { Link, useRouter } from "../router";
+import { useSession } from "../session";
 import { isOpen, useStore } from "../store";
 import { Dialog } from "./Dialog";
 import { ProblemMessage } from "./problems";
@@ -47,10 +48,12 @@ export function GenerationCard({
   full?: boolean;
 }) {
   const { t, dateTime } = useI18n();
-  const { setReferences, remove, notify, models } = useStore();
+  const { setReferences, remove, notify, models, upsert } = useStore();
+  const { refresh } = useSession();
   const { navigate } = useRouter();
   const [confirming, setConfirming] = useState(false);
   const [deleting, setDeleting] = useState(false);
+  const [stopping, setStopping] = useState(false);
   const model = models?.find((m) => m.id === generation.model);
   const pending = isOpen(generation) ? generation.n - generation.images.length : 0;
 
@@ -60,6 +63,23 @@ export function GenerationCard({
       refs.some((r) => r.id === id) ? refs : [...refs, { id, preview: image.url }],
     );
     navigate("/");
+  };
+
+  // Queued: canceled and refunded at once. Running: the worker stops after the image it is
+  // making, keeps what it made and refunds the rest.
+  const cancel = async () => {
+    setStopping(true);
+    try {
+      const after = await call(
+        api.POST("/v1/generations/{id}/cancel", { params: { path: { id: generation.id } } }),
+      );
+      upsert(after);
+      if (!isOpen(after)) void refresh().catch(() => undefined);
+    } catch (error) {
+      notify("error", <ProblemMessage error={error} />);
+    } finally {
+      setStopping(false);
+    }
   };
 
   const confirmDelete = async () => {
@@ -151,11 +171,12 @@ export function GenerationCard({
             {t("gen.failedMessage", { message: generation.error.message })}
           </p>
         )}
-        {generation.status === "succeeded" && generation.images.length < generation.n && (
-          <p className="muted small">
-            {t("gen.partial", { made: generation.images.length, asked: generation.n })}
-          </p>
-        )}
+        {(generation.status === "succeeded" || generation.status === "canceled") &&
+          generation.images.length < generation.n && (
+            <p className="muted small">
+              {t("gen.partial", { made: generation.images.length, asked: generation.n })}
+            </p>
+          )}
         {generation.refunded_credits > 0 && (
           <p className="refund">{t("gen.refunded", { credits: generation.refunded_credits })}</p>
         )}
@@ -164,6 +185,17 @@ export function GenerationCard({
             <Link className="button ghost small-button" href={`/gallery/${generation.id}`}>
               {t("gen.open")}
             </Link>
+          )}
+          {isOpen(generation) && (
+            <button
+              type="button"
+              className="button ghost small-button"
+              onClick={() => void cancel()}
+              disabled={stopping || generation.cancel_requested}
+              aria-label={t("gen.stopLabel")}
+            >
+              {generation.cancel_requested || stopping ? t("gen.stopping") : t("gen.stop")}
+            </button>
           )}
           {!isOpen(generation) && (
             <button

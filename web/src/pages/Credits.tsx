@@ -64,6 +64,18 @@ export function Credits() {
           {t("credits.buy")}
         </Link>
       </div>
+      {(me.expiring ?? []).length > 0 && (
+        <div className="card">
+          <h2>{t("credits.expiring")}</h2>
+          <ul className="expiring">
+            {(me.expiring ?? []).map((e) => (
+              <li key={e.expires_at}>
+                {t("credits.expiringRow", { credits: e.credits, date: dateTime(e.expires_at) })}
+              </li>
+            ))}
+          </ul>
+        </div>
+      )}
       <h2>{t("credits.ledger")}</h2>
       {problem !== null && (
         <p className="error-text" role="alert">
@@ -91,7 +103,14 @@ export function Credits() {
               {rows.map((row) => (
                 <tr key={row.id}>
                   <td>{dateTime(row.created_at)}</td>
-                  <td>{t(`credits.reason.${row.reason}`)}</td>
+                  <td>
+                    {t(`credits.reason.${row.reason}`)}
+                    {row.expires_at && (
+                      <div className="muted small">
+                        {t("credits.expires", { date: dateTime(row.expires_at) })}
+                      </div>
+                    )}
+                  </td>
                   <td className="ref">
                     {row.ref?.startsWith("gen_") ? (
                       <Link href={`/gallery/${row.ref}`}>{row.ref}</Link>
