@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command: starts its own AWS emulator on a free port, runs every test
 # (unit, integration against the emulator, end to end through infra/run.sh), lints the
-# template, and stops what it started.
+# template, runs the web app's checks and browser test (infra/test-web.sh), and stops what
+# it started.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -13,8 +14,10 @@ trap '"$root/infra/moto.sh" stop "$port"' EXIT
 
 export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
 export AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
-# Binaries first: the end-to-end test starts infra/run.sh, whose build is then a no-op.
+# Binaries and the web app first: the end-to-end test starts infra/run.sh, whose builds
+# are then no-ops.
 cargo build --workspace --bins
+command -v npm >/dev/null 2>&1 && "$root/infra/build-web.sh"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
 else
@@ -22,3 +25,8 @@ else
 fi
 "$root/infra/.venv/bin/cfn-lint" template.yaml
 echo "cfn-lint: template.yaml clean"
+# The web app's checks and its browser test, once, on a full run (a filter given to the
+# Rust tests skips them; WEB_TESTS=0 skips them too).
+if [[ $# -eq 0 && "${WEB_TESTS:-1}" == 1 ]]; then
+  "$root/infra/test-web.sh"
+fi

@@ -150,7 +150,15 @@ fn preflight(origin: &str) -> Request<Body> {
 #[test]
 fn the_runner_s_cors_settings_are_the_template_s() {
     let cors = api_cors();
-    assert_eq!(value(&cors, "AllowOrigins"), "!Ref AppOrigins");
+    // The runner answers APP_ORIGINS; deployed, that variable is built from the very list
+    // the API's CORS allows: the app's CloudFront URL and the AppOrigins parameter.
+    let origins = value(&cors, "AllowOrigins");
+    assert!(origins.contains("WebDistribution.DomainName") && origins.contains("AppOrigins"));
+    let app_origins = template()
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("APP_ORIGINS:").map(str::trim).map(String::from))
+        .expect("APP_ORIGINS in the template");
+    assert_eq!(app_origins, format!("!Join [\",\", {origins}]"));
     assert_eq!(value(&cors, "AllowCredentials"), "true");
     assert_eq!(
         list(value(&cors, "AllowHeaders")),
@@ -179,7 +187,11 @@ fn the_runner_s_cors_settings_are_the_template_s() {
 #[test]
 fn the_emulator_bucket_s_cors_rule_is_the_template_s() {
     let rule = bucket_cors();
-    assert_eq!(value(&rule, "AllowedOrigins"), "!Ref AppOrigins");
+    assert_eq!(
+        value(&rule, "AllowedOrigins"),
+        value(&api_cors(), "AllowOrigins"),
+        "the bucket allows the API's origins"
+    );
     assert_eq!(
         list(value(&rule, "AllowedMethods")),
         set(provision::BUCKET_CORS_METHODS)

@@ -140,6 +140,7 @@ async function main() {
     STRIPE_PRICE_PRO_YEARLY: "price_local_pro_yearly",
   });
   let browser;
+  let steps = 0;
   const started = Date.now();
   try {
     const base = await stack.url;
@@ -158,8 +159,9 @@ async function main() {
         "--disable-sync",
       ],
     });
-    await run(browser, app, stripe);
+    steps = await run(browser, app, stripe);
     console.log(`web e2e: every step passed in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    console.log(`web-e2e: ${steps} passed, 0 failed`);
     console.log(`web e2e: screenshots in ${shots}`);
   } catch (error) {
     writeFileSync(join(shots, "run.log"), stack.log());
@@ -539,6 +541,7 @@ async function run(browser, app, stripe) {
   );
 
   await context.close();
+  return index;
 }
 
 main().catch((error) => {
