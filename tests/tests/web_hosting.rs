@@ -156,7 +156,12 @@ fn the_runner_s_cors_settings_are_the_template_s() {
     assert!(origins.contains("WebDistribution.DomainName") && origins.contains("AppOrigins"));
     let app_origins = template()
         .lines()
-        .find_map(|l| l.trim().strip_prefix("APP_ORIGINS:").map(str::trim).map(String::from))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("APP_ORIGINS:")
+                .map(str::trim)
+                .map(String::from)
+        })
         .expect("APP_ORIGINS in the template");
     assert_eq!(app_origins, format!("!Join [\",\", {origins}]"));
     assert_eq!(value(&cors, "AllowCredentials"), "true");
@@ -305,6 +310,19 @@ async fn hashed_assets_are_cached_for_good_and_a_missing_one_is_a_404() {
         .unwrap();
     let (status, headers, _) = send(&router, request).await;
     assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CACHE_CONTROL], "no-cache");
+}
+
+#[tokio::test]
+async fn the_app_s_files_are_gzipped_for_a_browser_that_accepts_it() {
+    let request = Request::builder()
+        .uri("/")
+        .header(header::ACCEPT_ENCODING, "gzip, deflate, br")
+        .body(Body::empty())
+        .unwrap();
+    let (status, headers, _) = send(&runner(), request).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_ENCODING], "gzip");
     assert_eq!(headers[header::CACHE_CONTROL], "no-cache");
 }
 

@@ -5,33 +5,19 @@
 //
 //   node e2e/run.mjs            (from web/; infra/test.sh runs it)
 //   CHROMIUM=/path/to/chromium  another Chromium build
-import { spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { deflateSync, crc32 } from "node:zlib";
 import { chromium } from "playwright-core";
 import { startFakeStripe } from "./fake-stripe.mjs";
+import { CHROMIUM_ARGS, freePort, root, startStack, stopStack } from "./stack.mjs";
 
-const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const shots = join(root, "target", "web-screenshots");
 const WEBHOOK_SECRET = "whsec_local_0123456789abcdefghijklmnopqrstuv";
 const DESKTOP = { width: 1280, height: 860 };
 const PHONE = { width: 390, height: 844 };
 const STEP_TIMEOUT = 30_000;
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 /** A real PNG (a small gradient), so the backend decodes it as any upload. */
 function png(width, height) {
@@ -63,53 +49,6 @@ function png(width, height) {
     chunk("IDAT", deflateSync(Buffer.concat(rows))),
     chunk("IEND", Buffer.alloc(0)),
   ]);
-}
-
-/** Starts infra/run.sh; resolves with its URL once the runner prints where it listens. */
-function startStack(env) {
-  const child = spawn("bash", [join(root, "infra", "run.sh")], {
-    env: { ...process.env, ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let log = "";
-  const url = new Promise((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`infra/run.sh did not start:\n${log}`)),
-      600_000,
-    );
-    child.stdout.on("data", (chunk) => {
-      log += chunk;
-      const found = /local-runner listening on (http:\/\/\S+)/.exec(log);
-      if (found) {
-        clearTimeout(timer);
-        resolve(found[1]);
-      }
-    });
-    child.stderr.on("data", (chunk) => {
-      log += chunk;
-    });
-    child.on("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`infra/run.sh exited (${code}):\n${log.slice(-4000)}`));
-    });
-  });
-  return { child, url, log: () => log };
-}
-
-function stopStack(child) {
-  if (child.exitCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      resolve();
-    }, 15_000);
-    child.once("exit", () => {
-      clearTimeout(timer);
-      resolve();
-    });
-    // run.sh traps TERM and stops the runner and the emulator it started.
-    child.kill("SIGTERM");
-  });
 }
 
 function signStripe(body) {
@@ -149,15 +88,7 @@ async function main() {
     browser = await chromium.launch({
       executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
       headless: true,
-      args: [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-      ],
+      args: CHROMIUM_ARGS,
     });
     steps = await run(browser, app, stripe);
     console.log(`web e2e: every step passed in ${((Date.now() - started) / 1000).toFixed(1)} s`);

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use shared::config::AppOrigins;
 use tower::ServiceExt;
+use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::{ServeDir, ServeFile};
 
@@ -91,14 +92,22 @@ pub fn is_api_path(path: &str) -> bool {
 pub fn serve(api: Router, origins: &AppOrigins, dist: Option<PathBuf>) -> Router {
     let api = api.layer(cors(origins));
     let Some(dist) = dist else { return api };
+    // Gzip for the app's files, as CloudFront compresses them (the API is left as Lambda
+    // answers it).
+    let files = tower::ServiceBuilder::new()
+        .layer(CompressionLayer::new().gzip(true))
+        .service(tower::service_fn(move |request: Request| {
+            let dist = dist.clone();
+            async move { Ok::<_, Infallible>(static_file(&dist, request).await) }
+        }));
     Router::new().fallback_service(tower::service_fn(move |request: Request| {
         let api = api.clone();
-        let dist = dist.clone();
+        let files = files.clone();
         async move {
             if is_api_path(request.uri().path()) {
                 api.oneshot(request).await
             } else {
-                Ok::<_, Infallible>(static_file(&dist, request).await)
+                files.oneshot(request).await.map(|r| r.map(Body::new))
             }
         }
     }))
