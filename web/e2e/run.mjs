@@ -77,6 +77,9 @@ async function main() {
     STRIPE_PRICE_CREDITS_500: "price_local_credits_500",
     STRIPE_PRICE_PRO_MONTHLY: "price_local_pro_monthly",
     STRIPE_PRICE_PRO_YEARLY: "price_local_pro_yearly",
+    // Each batch waits this long before the worker takes it: long enough for a person
+    // (this test) to cancel a generation while it is queued.
+    LOCAL_WORKER_DELAY_MS: "2500",
   });
   let browser;
   let steps = 0;
@@ -403,6 +406,18 @@ async function run(browser, app, stripe) {
     },
     { phone: true },
   );
+
+  const canceled = "A hundred lanterns over a lake";
+  await step("cancel-a-queued-generation", async () => {
+    await page.getByRole("navigation").getByRole("link", { name: "Create", exact: true }).click();
+    const card = await generate({ model: "Nano Banana", prompt: canceled, n: 2 });
+    await expectBalance(97);
+    await card.getByText("Queued").waitFor();
+    await card.getByRole("button", { name: "Cancel this generation" }).click();
+    await card.getByText("Canceled").waitFor();
+    await card.getByText("4 credits refunded").waitFor();
+    await expectBalance(101);
+  });
 
   await step(
     "gallery",

@@ -25,8 +25,19 @@ pub async fn pump(worker: Arc<Worker>, sqs: aws_sdk_sqs::Client, queue_url: Stri
             return;
         }
     };
+    // A pause between receiving a batch and working it (`LOCAL_WORKER_DELAY_MS`), so that a
+    // test can see, and cancel, a generation while it is still queued. Unset: none.
+    let delay = std::env::var("LOCAL_WORKER_DELAY_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or_default();
     loop {
-        if let Err(error) = pump_once(&worker, &sqs, &queue_url, &arn).await {
+        let handled = pump_once_with(&sqs, &queue_url, &arn, |event| async {
+            tokio::time::sleep(delay).await;
+            worker.handle_sqs(event).await
+        });
+        if let Err(error) = handled.await {
             tracing::error!(
                 error = format!("{error:#}"),
                 queue_url,
