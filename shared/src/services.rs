@@ -37,7 +37,7 @@ impl Services {
     /// SSM call; returns those for the function to take.
     pub async fn from_env_with(secret_names: &[&str]) -> anyhow::Result<(Arc<Self>, Secrets)> {
         let settings = Settings::from_env()?;
-        let sdk = crate::aws::load_sdk_config().await;
+        let sdk = crate::aws::load_sdk_config().await?;
         let mut names = vec!["SESSION_SECRET"];
         names.extend_from_slice(secret_names);
         let mut secrets = Secrets::load(&sdk, &names).await?;

@@ -41,7 +41,9 @@ pub fn endpoint() -> String {
 
 pub async fn sdk_config() -> aws_config::SdkConfig {
     endpoint();
-    shared::aws::load_sdk_config().await
+    shared::aws::load_sdk_config()
+        .await
+        .expect("the SDK configuration loads")
 }
 
 /// A unique prefix, valid as a table, bucket and queue name.

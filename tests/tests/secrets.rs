@@ -47,3 +47,33 @@ async fn a_param_naming_a_missing_parameter_stops_the_function_with_its_name() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn an_empty_variable_falls_back_to_the_parameter_it_is_declared_beside() {
+    // The template declares SESSION_SECRET empty (for sam local) next to its _PARAM.
+    let sdk = sdk_config().await;
+    let ssm = aws_sdk_ssm::Client::new(&sdk);
+    let name = format!("/nb/test/{}", ulid::Ulid::new());
+    ssm.put_parameter()
+        .name(&name)
+        .value("s3cr3t-behind-an-empty-variable-0123456789")
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .unwrap();
+    let env = |var: &str| match var {
+        "NB_DECLARED_SECRET" => Some(String::new()),
+        "NB_DECLARED_SECRET_PARAM" => Some(name.clone()),
+        _ => None,
+    };
+
+    let mut secrets = Secrets::load_from(&sdk, &["NB_DECLARED_SECRET"], env)
+        .await
+        .unwrap();
+
+    let secret = secrets.take("NB_DECLARED_SECRET").expect("read from SSM");
+    assert_eq!(
+        secret.expose(),
+        "s3cr3t-behind-an-empty-variable-0123456789"
+    );
+}

@@ -100,7 +100,7 @@ impl Worker {
     /// or SSM), and one set of clients.
     pub async fn from_env() -> anyhow::Result<Arc<Self>> {
         let settings = Settings::from_env()?;
-        let sdk = shared::aws::load_sdk_config().await;
+        let sdk = shared::aws::load_sdk_config().await?;
         let mut secrets = Secrets::load(&sdk, providers::SECRET_NAMES).await?;
         let providers = providers::build_providers(
             &settings.model_providers,

@@ -79,15 +79,19 @@ pub struct UserReport {
 impl Admin {
     /// `TABLE_NAME`, `QUEUE_URL` and (for `dlq replay`) `DLQ_URL`, with the usual AWS
     /// credentials and region (or `AWS_ENDPOINT_URL` for the local stack).
-    pub async fn from_env(table: String, queue_url: String, dlq_url: Option<String>) -> Self {
-        let sdk = shared::aws::load_sdk_config().await;
+    pub async fn from_env(
+        table: String,
+        queue_url: String,
+        dlq_url: Option<String>,
+    ) -> Result<Self, shared::config::ConfigError> {
+        let sdk = shared::aws::load_sdk_config().await?;
         let clients = Clients::new(&sdk, None);
-        Self {
+        Ok(Self {
             store: DynamoStore::new(clients.dynamo, table),
             queue: JobQueue::new(clients.sqs, queue_url.clone()),
             queue_url,
             dlq_url,
-        }
+        })
     }
 
     /// For every user, balance = sum of the ledger. Walks the table in `segments` parallel

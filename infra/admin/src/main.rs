@@ -173,7 +173,7 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(!cli.table.is_empty(), "set TABLE_NAME or --table");
     let hooks_queue_url = cli.hooks_queue_url;
-    let admin = Admin::from_env(cli.table, cli.queue_url, cli.dlq_url).await;
+    let admin = Admin::from_env(cli.table, cli.queue_url, cli.dlq_url).await?;
     match cli.command {
         Command::Reconcile {
             segments,

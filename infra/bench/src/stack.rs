@@ -42,7 +42,7 @@ pub fn session_secret() -> String {
 impl Stack {
     /// Provisions `bench-<what>-<ulid>` on the emulator named by `AWS_ENDPOINT_URL`.
     pub async fn new(what: &str) -> anyhow::Result<Self> {
-        let sdk = shared::aws::load_sdk_config().await;
+        let sdk = shared::aws::load_sdk_config().await?;
         let prefix = format!(
             "bench-{what}-{}",
             ulid::Ulid::new().to_string().to_lowercase()

@@ -20,7 +20,7 @@ async fn main() -> anyhow::Result<()> {
     let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".into());
     let port = std::env::var("PORT").unwrap_or_else(|_| "3000".into());
 
-    let sdk = shared::aws::load_sdk_config().await;
+    let sdk = shared::aws::load_sdk_config().await?;
     let names = Names::with_prefix(&prefix);
     let provisioned = provision::ensure_all(&sdk, &names).await?;
     let listener = tokio::net::TcpListener::bind(format!("{host}:{port}")).await?;

@@ -13,10 +13,23 @@ use crate::config::{ConfigError, Secret};
 pub struct Secrets(HashMap<String, Secret>);
 
 impl Secrets {
-    /// For each name `X`: the variable `X` itself, or else the SSM parameter named by
-    /// `X_PARAM`. Only the names given are read: each function asks for its own.
+    /// For each name `X`: the variable `X` itself when it is non-empty, or else the SSM
+    /// parameter named by `X_PARAM` when that is non-empty. Only the names given are read:
+    /// each function asks for its own.
+    ///
+    /// The template declares `X` empty beside `X_PARAM` (so that `sam local`, which passes
+    /// only declared variables, can fill `X` in from `events/env.json`): empty means unset.
     pub async fn load(sdk: &SdkConfig, names: &[&str]) -> Result<Self, ConfigError> {
-        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Self::load_from(sdk, names, |name| std::env::var(name).ok()).await
+    }
+
+    /// [`Secrets::load`] through `lookup` instead of the process environment.
+    pub async fn load_from(
+        sdk: &SdkConfig,
+        names: &[&str],
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let env = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let mut found = HashMap::new();
         let mut wanted: HashMap<String, String> = HashMap::new();
         for name in names {
@@ -72,5 +85,60 @@ impl Secrets {
 
     pub fn take(&mut self, name: &str) -> Option<Secret> {
         self.0.remove(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    /// No endpoint and no credentials: any SSM call would fail the load.
+    fn offline_sdk() -> SdkConfig {
+        SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build()
+    }
+
+    #[tokio::test]
+    async fn a_non_empty_variable_is_the_secret_and_its_parameter_is_not_read() {
+        let env = [
+            ("SESSION_SECRET", "from-the-variable"),
+            ("SESSION_SECRET_PARAM", "/not/read"),
+        ];
+        let mut secrets = Secrets::load_from(&offline_sdk(), &["SESSION_SECRET"], lookup(&env))
+            .await
+            .unwrap();
+        assert_eq!(
+            secrets.take("SESSION_SECRET").unwrap().expose(),
+            "from-the-variable"
+        );
+    }
+
+    #[tokio::test]
+    async fn empty_variables_are_unset_and_read_nothing() {
+        // What a deployed stack without the optional secret looks like: both declared empty.
+        let env = [
+            ("STRIPE_WEBHOOK_SECRET", ""),
+            ("STRIPE_WEBHOOK_SECRET_PARAM", ""),
+            ("SESSION_SECRET", " "),
+        ];
+        let mut secrets = Secrets::load_from(
+            &offline_sdk(),
+            &["STRIPE_WEBHOOK_SECRET", "SESSION_SECRET"],
+            lookup(&env),
+        )
+        .await
+        .unwrap();
+        assert!(secrets.take("STRIPE_WEBHOOK_SECRET").is_none());
+        assert!(secrets.take("SESSION_SECRET").is_none());
     }
 }
