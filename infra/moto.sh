@@ -16,7 +16,8 @@ start)
     exit 0
   fi
   "$here/setup.sh"
-  "$here/.venv/bin/python" "$here/moto_server.py" --host 127.0.0.1 --port "$port" \
+  # MOTO_HOST=0.0.0.0 lets a Docker container reach it (`sam local` on Linux; README).
+  "$here/.venv/bin/python" "$here/moto_server.py" --host "${MOTO_HOST:-127.0.0.1}" --port "$port" \
     >"$run/moto-$port.log" 2>&1 &
   echo $! >"$pidfile"
   for _ in $(seq 1 100); do

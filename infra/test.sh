@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command: starts its own AWS emulator on a free port, runs every test
 # (unit, integration against the emulator, end to end through infra/run.sh), lints the
-# template, runs the web app's checks and browser test (infra/test-web.sh), and stops what
-# it started.
+# template, runs the web app's checks and browser test (infra/test-web.sh), proves what
+# `sam local` does with events/ (infra/sam-local-check.sh), and stops what it started.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -30,3 +30,5 @@ echo "cfn-lint: template.yaml clean"
 if [[ $# -eq 0 && "${WEB_TESTS:-1}" == 1 ]]; then
   "$root/infra/test-web.sh"
 fi
+# What `sam local invoke` does with every event of events/, without Docker (own emulator).
+bash "$root/infra/sam-local-check.sh"

@@ -15,7 +15,6 @@ mod e2e;
 mod events;
 mod process;
 mod report;
-mod runtime;
 mod stack;
 mod stats;
 mod wait;
@@ -27,6 +26,8 @@ use std::time::Duration;
 use anyhow::Context;
 use bytes::Bytes;
 use serde_json::Value;
+
+use bench::runtime;
 
 use crate::process::Subject;
 use crate::report::{Results, SizeRow, Spawns};
@@ -58,6 +59,8 @@ struct Options {
     env: Vec<(String, String)>,
     /// Which of `init,memory,calls,e2e` to run (sizes are reported whenever given).
     sections: Vec<String>,
+    /// Lines for the report's notes (infra/bench.sh: how long `sam build` took).
+    notes: Vec<String>,
 }
 
 impl Options {
@@ -70,7 +73,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: bench --bins DIR [--quick] [--node-dir DIR] [--spawns N] [--invocations N]\n\
          \x20            [--size LABEL=DIR]... [--out FILE.json] [--report FILE.md] [--logs DIR]\n\
-         \x20            [--env NAME=VALUE]... [--sections init,memory,calls,e2e,wait]\n\
+         \x20            [--env NAME=VALUE]... [--sections init,memory,calls,e2e,wait] [--note TEXT]...\n\
          Run it through infra/bench.sh, which builds, starts the emulator and sets AWS_ENDPOINT_URL."
     );
     std::process::exit(2)
@@ -89,6 +92,7 @@ fn options() -> Options {
     let mut logs = None;
     let mut env = Vec::new();
     let mut sections = "init,memory,calls,e2e,wait".to_string();
+    let mut notes = Vec::new();
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| usage());
         match arg.as_str() {
@@ -110,6 +114,7 @@ fn options() -> Options {
                 env.push((name.to_string(), value.to_string()));
             }
             "--sections" => sections = value(),
+            "--note" => notes.push(value()),
             "--logs" => logs = Some(PathBuf::from(value())),
             _ => usage(),
         }
@@ -126,6 +131,7 @@ fn options() -> Options {
         logs: logs.unwrap_or_else(|| std::env::temp_dir().join("nb-bench-logs")),
         env,
         sections: sections.split(',').map(str::to_string).collect(),
+        notes,
     }
 }
 
@@ -135,6 +141,7 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&options.logs)?;
     let emulator = std::env::var("AWS_ENDPOINT_URL").ok();
     let mut results = Results::new(options.quick);
+    results.notes.extend(options.notes.iter().cloned());
 
     let floors = floor_subjects(&options)?;
     let functions = function_subjects(&options, &init_env())?;
