@@ -25,6 +25,8 @@ else
 fi
 "$root/infra/.venv/bin/cfn-lint" template.yaml
 echo "cfn-lint: template.yaml clean"
+# The template as the SAM transform makes it: releases, rollback alarms, the dashboard.
+"$root/infra/.venv/bin/python" -m unittest discover -s tests/template
 # The web app's checks and its browser test, once, on a full run (a filter given to the
 # Rust tests skips them; WEB_TESTS=0 skips them too).
 if [[ $# -eq 0 && "${WEB_TESTS:-1}" == 1 ]]; then
