@@ -162,8 +162,8 @@ pub const CATALOG: &[MetricSpec] = &[
     spec(
         "ProviderLatency",
         Unit::Milliseconds,
-        &["Provider"],
-        "one image provider call",
+        &["Provider", "Model"],
+        "one image provider call, per model (and the host that served it)",
     ),
     spec(
         "ProviderFailures",
@@ -230,7 +230,8 @@ pub fn document(
     Value::Object(root)
 }
 
-/// Emits one metric value now.
+/// Emits one metric value now. Only a metric of [`CATALOG`] may be emitted (checked in
+/// debug builds): the README's table and the template's dashboard are held to the catalog.
 pub fn emit(name: &str, value: f64, unit: Unit, dimensions: &[(&str, &str)]) {
     debug_assert!(
         CATALOG.iter().any(|m| m.name == name
@@ -309,6 +310,113 @@ mod tests {
                 "README lacks {}",
                 metric.name
             );
+        }
+    }
+
+    /// The dashboard as template.yaml writes it: the `DashboardBody: !Sub |` block, each
+    /// `${...}` substitution replaced by a placeholder.
+    fn dashboard() -> Value {
+        let template =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml"))
+                .unwrap();
+        let mut lines = template.lines();
+        lines
+            .by_ref()
+            .find(|l| l.trim_end().ends_with("DashboardBody: !Sub |"))
+            .expect("template.yaml has a `DashboardBody: !Sub |` block");
+        let block: Vec<&str> = lines
+            .take_while(|l| l.is_empty() || l.starts_with("        "))
+            .collect();
+        let mut text = block.join("\n");
+        while let Some(start) = text.find("${") {
+            let end = start + text[start..].find('}').expect("a closed ${...}");
+            text.replace_range(start..=end, "substituted");
+        }
+        serde_json::from_str(&text).expect("the dashboard body is JSON")
+    }
+
+    /// (namespace, metric) of every metric the dashboard graphs, SEARCH expressions included.
+    fn dashboard_metrics() -> Vec<(String, String)> {
+        let mut found = Vec::new();
+        for widget in dashboard()["widgets"].as_array().unwrap() {
+            let mut namespace = String::new();
+            for row in widget["properties"]["metrics"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                match &row[0] {
+                    Value::String(ns) => {
+                        if ns != "." {
+                            namespace = ns.clone();
+                        }
+                        found.push((namespace.clone(), row[1].as_str().unwrap().to_string()));
+                    }
+                    Value::Object(math) => {
+                        let expression = math["expression"].as_str().unwrap();
+                        let Some(schema) = expression.split('{').nth(1) else {
+                            continue;
+                        };
+                        let namespace = schema.split([',', '}']).next().unwrap();
+                        for part in expression.split("MetricName=\"").skip(1) {
+                            let name = part.split('"').next().unwrap();
+                            found.push((namespace.to_string(), name.to_string()));
+                        }
+                    }
+                    other => panic!("a metric row starting with {other}"),
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn every_catalogued_metric_is_on_the_dashboard_and_nothing_else_of_ours() {
+        let graphed = dashboard_metrics();
+        for metric in CATALOG {
+            assert!(
+                graphed
+                    .iter()
+                    .any(|(ns, name)| ns == NAMESPACE && name == metric.name),
+                "the dashboard (template.yaml) does not show {}",
+                metric.name
+            );
+        }
+        for (ns, name) in &graphed {
+            if ns == NAMESPACE {
+                assert!(
+                    CATALOG.iter().any(|m| m.name == name),
+                    "the dashboard shows {name}, which the service never emits"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_dashboards_success_rate_covers_every_model_of_the_catalog() {
+        let widgets = dashboard();
+        let rate = widgets["widgets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| {
+                w["properties"]["title"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("success rate"))
+            })
+            .expect("a success-rate widget");
+        let rows = rate["properties"]["metrics"].as_array().unwrap();
+        for model in crate::domain::catalog::MODELS {
+            for metric in ["GenerationsSucceeded", "GenerationsFailed"] {
+                assert!(
+                    rows.iter().any(|r| r[0] == NAMESPACE
+                        && r[1] == metric
+                        && r[2] == "Model"
+                        && r[3] == model.id),
+                    "the success rate lacks {metric} of {}",
+                    model.id
+                );
+            }
         }
     }
 

@@ -410,7 +410,7 @@ impl Worker {
                     shared::metrics::millis(
                         "ProviderLatency",
                         started.elapsed(),
-                        &[("Provider", provider.name())],
+                        &[("Provider", provider.name()), ("Model", &generation.model)],
                     );
                     if let Err(e) = &result {
                         let class = if e.is_transient() {
