@@ -8,6 +8,7 @@ infra/sam-local-check.sh asserts.
 
     infra/.venv/bin/python infra/samlocal/events.py write   # regenerate events/
     infra/.venv/bin/python infra/samlocal/events.py check   # events/ is what this makes
+    infra/.venv/bin/python infra/samlocal/events.py table   # the README's table of them
 
 The order is the order the check invokes them in: a generation is created before the
 worker gets its message, the session is revoked last.
@@ -32,6 +33,7 @@ EVENTS = ROOT / "events"
 TOKEN = "REPLACE_WITH_TOKEN"
 SAMPLE_GENERATION = "gen_01JAAAAAAAAAAAAAAAAAAAAAAA"
 SAMPLE_USER = "usr_01JAAAAAAAAAAAAAAAAAAAAAAA"
+SAMPLE_KEY = "key_01JAAAAAAAAAAAAAAAAAAAAAAA"
 # The buyer the payment samples name: no user of any stack, and not a placeholder (the
 # check must not touch a signed body).
 UNKNOWN_BUYER = "usr_01JBBBBBBBBBBBBBBBBBBBBBBB"
@@ -171,6 +173,17 @@ def spec():
              expect={"status": 200, "json": {"email": "ada@example.com"}}),
         http("apigw-v2-get-ledger.json", "AuthFunction", "GET", "/v1/me/ledger", token=True,
              query="limit=20", expect={"status": 200}),
+        http("apigw-v2-post-api-key.json", "AuthFunction", "POST", "/v1/api-keys", token=True,
+             body={"name": "sam local"}, expect={"status": 201, "json": {"name": "sam local"}},
+             note="the check takes this key's id for the revoke below"),
+        http("apigw-v2-list-api-keys.json", "AuthFunction", "GET", "/v1/api-keys", token=True,
+             expect={"status": 200}),
+        http("apigw-v2-delete-api-key.json", "AuthFunction", "DELETE", "/v1/api-keys/{id}", token=True,
+             params={"id": SAMPLE_KEY}, expect={"status": 204}),
+        http("apigw-v2-get-webhook-secret.json", "AuthFunction", "GET", "/v1/webhook-secret", token=True,
+             expect={"status": 200}),
+        http("apigw-v2-post-webhook-secret-rotate.json", "AuthFunction", "POST", "/v1/webhook-secret/rotate",
+             token=True, expect={"status": 200}),
         # --- generate -----------------------------------------------------------------
         http("apigw-v2-get-models.json", "GenerateFunction", "GET", "/v1/models", expect={"status": 200}),
         http("apigw-v2-post-upload.json", "GenerateFunction", "POST", "/v1/uploads", token=True,
@@ -186,6 +199,13 @@ def spec():
             note="from the generation queue: the worker makes the image with the built-in renderer"),
         http("apigw-v2-get-generation.json", "GenerateFunction", "GET", "/v1/generations/{id}", token=True,
              params={"id": SAMPLE_GENERATION}, expect={"status": 200, "json": {"status": "succeeded"}}),
+        http("apigw-v2-post-cancel-generation.json", "GenerateFunction", "POST", "/v1/generations/{id}/cancel",
+             token=True, params={"id": SAMPLE_GENERATION}, expect=problem(409, "not_cancelable"),
+             note="already succeeded: nothing to cancel"),
+        sqs("sqs-hooks.json", "Hooks", "nb-local-hooks",
+            {"user_id": SAMPLE_USER, "generation_id": SAMPLE_GENERATION, "event": "completed"},
+            expect={"batchItemFailures": []},
+            note="from the completion-webhook queue: this generation asked for no webhook, so there is nothing to send"),
         http("apigw-v2-list-generations.json", "GenerateFunction", "GET", "/v1/generations", token=True,
              query="limit=20", expect={"status": 200}),
         http("apigw-v2-delete-generation.json", "GenerateFunction", "DELETE", "/v1/generations/{id}",
@@ -312,16 +332,42 @@ def build():
         "about": "Sample events for sam local invoke -e, in the order infra/sam-local-check.sh invokes "
                  "them, each with the command it started from and the answer the check asserts. "
                  f"{TOKEN} is a session token (the dev login's answer); the check also puts the "
-                 f"generation it created in place of {SAMPLE_GENERATION} and {SAMPLE_USER}. "
+                 f"generation it created in place of {SAMPLE_GENERATION} and {SAMPLE_USER}, and the API key "
+                 f"it made in place of {SAMPLE_KEY}. "
                  "Regenerate with infra/samlocal/events.py write.",
-        "placeholders": {"token": TOKEN, "generation": SAMPLE_GENERATION, "user": SAMPLE_USER},
+        "placeholders": {"token": TOKEN, "generation": SAMPLE_GENERATION, "user": SAMPLE_USER,
+                         "key": SAMPLE_KEY},
         "events": manifest,
     }, indent=2) + "\n"
     return files
 
 
+def readme_table():
+    """The README's table of events, commands and answers (`events.py table`)."""
+    rows = ["| route or source | command | answer |", "|---|---|---|"]
+    for e in spec():
+        trigger = e.get("route") or e.get("source")
+        expect = e["expect"]
+        if "status" in expect:
+            answer = str(expect["status"]) + (f" `{expect['code']}`" if "code" in expect else "")
+        elif "batchItemFailures" in expect:
+            answer = '`{"batchItemFailures": []}`'
+        else:
+            answer = "the sweep's counts"
+        if e["session"]:
+            command = (f'`sed "s/{TOKEN}/$TOKEN/" events/{e["file"]} \\| '
+                       f'sam local invoke {e["function"]} -e - --env-vars events/env.json`')
+        else:
+            command = f'`sam local invoke {e["function"]} -e events/{e["file"]} --env-vars events/env.json`'
+        rows.append(f"| {trigger} | {command} | {answer} |")
+    return "\n".join(rows)
+
+
 def main():
     mode = sys.argv[1] if len(sys.argv) > 1 else "check"
+    if mode == "table":
+        print(readme_table())
+        return 0
     files = build()
     ours = {"env.json"}  # written by hand
     if mode == "write":
@@ -351,7 +397,7 @@ def main():
         print(f"events/: {len(files) - 1} events match what sam local generate-event makes of them, "
               "and the README names the command of each")
         return 0
-    print("usage: events.py write|check", file=sys.stderr)
+    print("usage: events.py write|check|table", file=sys.stderr)
     return 2
 
 

@@ -35,6 +35,7 @@ struct Placeholders {
     token: String,
     generation: String,
     user: String,
+    key: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -64,6 +65,7 @@ struct State {
     token: Option<String>,
     user: Option<String>,
     generation: Option<String>,
+    api_key: Option<String>,
 }
 
 struct Check {
@@ -147,11 +149,14 @@ impl Check {
             .context("no function has DLQ_URL")?;
         let last = |url: &str| url.rsplit('/').next().unwrap_or_default().to_string();
         let env = |name: &str| worker.env.get(name).cloned().unwrap_or_default();
+        let hooks_queue = last(&env("HOOKS_QUEUE_URL"));
         let names = Names {
             table: env("TABLE_NAME"),
             bucket: env("BUCKET_NAME"),
             queue: last(&env("QUEUE_URL")),
             dlq: last(&env("DLQ_URL")),
+            hooks_dlq: format!("{hooks_queue}-dlq"),
+            hooks_queue,
         };
         let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .endpoint_url(&self.plan.emulator)
@@ -209,6 +214,9 @@ impl Check {
             text = text
                 .replace(&p.generation, generation)
                 .replace(&p.user, user);
+        }
+        if let Some(key) = &state.api_key {
+            text = text.replace(&p.key, key);
         }
         text
     }
@@ -348,7 +356,8 @@ fn http_answer(reply: &Value) -> anyhow::Result<HttpAnswer> {
     })
 }
 
-/// A sign-in answer holds the session; an accepted generation is the one to follow.
+/// A sign-in answer holds the session; an accepted generation and a new API key are the
+/// ones to follow.
 fn remember(body: &Value, state: &mut State) {
     if let (Some(token), Some(user)) = (
         body.get("token").and_then(Value::as_str),
@@ -357,9 +366,9 @@ fn remember(body: &Value, state: &mut State) {
         state.token = Some(token.to_string());
         state.user = Some(user.to_string());
     }
-    if let Some(id) = body.get("id").and_then(Value::as_str)
-        && id.starts_with("gen_")
-    {
-        state.generation = Some(id.to_string());
+    match body.get("id").and_then(Value::as_str) {
+        Some(id) if id.starts_with("gen_") => state.generation = Some(id.to_string()),
+        Some(id) if id.starts_with("key_") => state.api_key = Some(id.to_string()),
+        _ => {}
     }
 }
