@@ -49,7 +49,7 @@ class Dashboard(unittest.TestCase):
         for title in ["Function errors", "Function throttles", "Function duration", "Function concurrency"]:
             [raw] = self.raw_widgets(title)
             for function in functions:
-                self.assertIn(f'"FunctionName", "${{{function}}}"', raw, f"{function} is not in {title}")
+                self.assertTrue(f'"FunctionName", "${{{function}}}"' in raw, f"{function} is not in {title}")
 
     def raw_widgets(self, title_part):
         """The widgets' text before substitution, where ${Logical} references still show."""
@@ -57,7 +57,7 @@ class Dashboard(unittest.TestCase):
 
     def test_every_queue_is_on_the_dashboard(self):
         for queue in of_type(self.sam, "AWS::SQS::Queue"):
-            self.assertIn(f"${{{queue}.QueueName}}", self.text, f"{queue} has no graph")
+            self.assertTrue(f"${{{queue}.QueueName}}" in self.text, f"{queue} has no graph")
 
     def test_every_alarm_is_in_the_alarm_widget(self):
         [widget] = [w for w in self.widgets if w["type"] == "alarm"]
@@ -65,7 +65,7 @@ class Dashboard(unittest.TestCase):
         alarms = of_type(self.sam, "AWS::CloudWatch::Alarm")
         self.assertEqual(len(widget["properties"]["alarms"]), len(alarms))
         for alarm in alarms:
-            self.assertIn(f"${{{alarm}.Arn}}", raw, f"{alarm} is not on the dashboard")
+            self.assertTrue(f"${{{alarm}.Arn}}" in raw, f"{alarm} is not on the dashboard")
 
     def test_the_business_and_technical_figures_the_issue_names_are_there(self):
         titles = " | ".join(w["properties"].get("title", "") for w in self.widgets)
