@@ -79,16 +79,20 @@ def http(file, function, method, route, *, params=None, query="", body=None, tok
 
 def sqs(file, trigger, queue, body, *, expect, note=None):
     """An SQS batch of one record from `queue` (the main queue or the DLQ), for the
-    template's WorkerFunction event `trigger`."""
-    text = json.dumps(body, separators=(",", ":"))
-    # generate-event puts --body into the JSON text as it is: quotes must come escaped.
-    escaped = text.replace('"', '\\"')
+    template's WorkerFunction event `trigger`; `body=None` keeps generate-event's own sample."""
+    if body is None:
+        args = ["sqs", "receive-message"]
+    else:
+        text = json.dumps(body, separators=(",", ":"))
+        # generate-event puts --body into the JSON text as it is: quotes must come escaped.
+        escaped = text.replace('"', '\\"')
+        args = ["sqs", "receive-message", "--queue-name", queue, "--body", escaped]
     return {
         "file": file,
         "function": "WorkerFunction",
         "source": f"SQS {queue}",
         "trigger": trigger,
-        "args": ["sqs", "receive-message", "--queue-name", queue, "--body", escaped],
+        "args": args,
         "edit": ("none", {}),
         "expect": expect,
         "session": False,
@@ -197,6 +201,8 @@ def spec():
             {"generation_id": SAMPLE_GENERATION, "user_id": SAMPLE_USER},
             expect={"batchItemFailures": []},
             note="from the generation queue: the worker makes the image with the built-in renderer"),
+        sqs("sqs-hello.json", "Generations", "MyQueue", None, expect={"batchItemFailures": []},
+            note="generate-event's own sample, unchanged: a body that is no job is acknowledged, not retried"),
         http("apigw-v2-get-generation.json", "GenerateFunction", "GET", "/v1/generations/{id}", token=True,
              params={"id": SAMPLE_GENERATION}, expect={"status": 200, "json": {"status": "succeeded"}}),
         http("apigw-v2-post-cancel-generation.json", "GenerateFunction", "POST", "/v1/generations/{id}/cancel",
