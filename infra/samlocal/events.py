@@ -188,6 +188,9 @@ def spec():
              expect={"status": 200}),
         http("apigw-v2-post-webhook-secret-rotate.json", "AuthFunction", "POST", "/v1/webhook-secret/rotate",
              token=True, expect={"status": 200}),
+        http("apigw-v2-get-security-log.json", "AuthFunction", "GET", "/v1/me/security-log", token=True,
+             query="limit=20", expect={"status": 200},
+             note="the API key made and revoked and the webhook secret made and rotated above are in it"),
         # --- generate -----------------------------------------------------------------
         http("apigw-v2-get-models.json", "GenerateFunction", "GET", "/v1/models", expect={"status": 200}),
         http("apigw-v2-post-upload.json", "GenerateFunction", "POST", "/v1/uploads", token=True,
