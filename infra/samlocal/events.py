@@ -163,6 +163,8 @@ def spec():
         http("apigw-v2-post-dev-login.json", "AuthFunction", "POST", "/auth/dev/login",
              body={"email": "ada@example.com", "name": "Ada"}, expect={"status": 200},
              note="AUTH_DEV_LOGIN=1 (events/env.json); the answer's token is what REPLACE_WITH_TOKEN stands for"),
+        http("apigw-v2-get-auth-providers.json", "AuthFunction", "GET", "/auth/providers", expect={"status": 200},
+             note="the sign-in providers that work here (env.json's dev Google client)"),
         http("apigw-v2-get-auth-login.json", "AuthFunction", "GET", "/auth/{provider}/login",
              params={"provider": "google"}, query=f"redirect_to={APP_ORIGIN}/", expect={"status": 302},
              note="a 302 to Google with PKCE and the nb_oauth cookie (env.json's dev-only Google client)"),
