@@ -127,7 +127,7 @@ pub const CATALOG: &[MetricSpec] = &[
         "WebhookEvents",
         Unit::Count,
         &["Provider", "Outcome"],
-        "applied, duplicate, refused, unattributed, ignored",
+        "applied, duplicate, refused, unattributed, parked, deleted_account, ignored",
     ),
     spec(
         "WebhookDeliveries",
@@ -194,6 +194,18 @@ pub const CATALOG: &[MetricSpec] = &[
         Unit::Count,
         &[],
         "generations the sweeper finished past their deadline",
+    ),
+    spec(
+        "AccountsDeleted",
+        Unit::Count,
+        &[],
+        "account deletions finished (subscriptions canceled, generations refunded, data removed)",
+    ),
+    spec(
+        "AccountDeletionsStuck",
+        Unit::Count,
+        &[],
+        "deleted accounts whose clean-up failed again in a sweep",
     ),
     spec(
         "ColdStarts",

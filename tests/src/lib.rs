@@ -19,6 +19,8 @@ use shared::domain::{Credits, UserId};
 use shared::hooks::target::Targets;
 use tower::ServiceExt;
 
+pub mod payments;
+
 pub const SESSION_SECRET: &str = "integration-test-session-secret-0123456789abcdef";
 pub const APP_ORIGIN: &str = "https://app.example.com";
 

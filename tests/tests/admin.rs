@@ -18,6 +18,8 @@ fn admin_for(stack: &Stack) -> Admin {
         queue: JobQueue::new(stack.clients.sqs.clone(), settings.queue_url.clone()),
         queue_url: settings.queue_url.clone(),
         dlq_url: settings.dlq_url.clone(),
+        payments: shared::payments::PaymentSettings::from_lookup(|_| None)
+            .expect("the default payment settings"),
     }
 }
 

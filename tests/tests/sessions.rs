@@ -192,3 +192,45 @@ async fn logout_from_our_origin_revokes_every_session() {
     .await;
     assert_eq!(me.status, StatusCode::OK, "a new sign-in works again");
 }
+
+#[tokio::test]
+async fn after_logout_an_idempotent_replay_with_the_old_token_and_a_known_key_is_refused_with_401()
+{
+    let stack = stack("replay-after-logout", |_| {}).await;
+    let (token, _) = dev_login(&stack.router, "replay@example.com").await;
+    let create = || {
+        let mut request = request(
+            Method::POST,
+            "/v1/generations",
+            Some(&token),
+            Some(json!({"model": "nano-banana", "prompt": "a known key"})),
+        );
+        request
+            .headers_mut()
+            .insert("idempotency-key", "known-key-1".parse().unwrap());
+        request
+    };
+    let first = send(&stack.router, create()).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{:?}", first.body);
+    let replay = send(&stack.router, create()).await;
+    assert_eq!(
+        replay.status,
+        StatusCode::ACCEPTED,
+        "a replay while signed in"
+    );
+    let logout = send(
+        &stack.router,
+        request(Method::POST, "/auth/logout", Some(&token), None),
+    )
+    .await;
+    assert_eq!(logout.status, StatusCode::NO_CONTENT);
+
+    let after = send(&stack.router, create()).await;
+
+    assert_eq!(after.status, StatusCode::UNAUTHORIZED, "{:?}", after.body);
+    assert_eq!(after.code(), "unauthorized");
+    assert!(
+        after.body.get("images").is_none(),
+        "nothing of the generation"
+    );
+}

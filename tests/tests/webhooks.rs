@@ -462,6 +462,8 @@ async fn an_operator_lists_a_refused_delivery_and_sends_it_again() {
         queue: stack.services.queue.clone(),
         queue_url: stack.queue_url.clone(),
         dlq_url: None,
+        payments: shared::payments::PaymentSettings::from_lookup(|_| None)
+            .expect("the default payment settings"),
     };
 
     let listed = admin.webhook_deliveries(user).await.unwrap();

@@ -2,6 +2,7 @@
 //! sessions and the account (`/auth/*`, `/v1/me*`).
 
 pub mod credentials;
+pub mod deletion;
 pub mod google;
 pub mod oauth;
 pub mod security_log;
@@ -21,16 +22,20 @@ use shared::aws::secrets::Secrets;
 use shared::config::{ConfigError, Secret};
 use shared::domain::ledger::LedgerEntry;
 use shared::domain::user::{Me, Profile, User};
-use shared::http::{
-    ApiError, CurrentUser, FieldError, JsonBody, Page, SessionToken, SessionUser, client_ip,
-};
+use shared::http::{ApiError, CurrentUser, FieldError, JsonBody, Page, SessionToken, client_ip};
 use shared::outbound::LazyClient;
 
 use crate::google::Jwks;
 use crate::oauth::{LoginState, OAuthProvider, Provider};
 
-/// The secrets this function reads (besides the session key).
-pub const SECRET_NAMES: &[&str] = &["GOOGLE_CLIENT_SECRET", "FACEBOOK_APP_SECRET"];
+/// The secrets this function reads (besides the session key): the sign-in providers',
+/// and the payment providers' API keys (account deletion cancels subscriptions).
+pub const SECRET_NAMES: &[&str] = &[
+    "GOOGLE_CLIENT_SECRET",
+    "FACEBOOK_APP_SECRET",
+    "STRIPE_SECRET_KEY",
+    "CREEM_API_KEY",
+];
 
 /// Sign-in configuration and clients, built once at cold start.
 pub struct AuthContext {
@@ -42,6 +47,8 @@ pub struct AuthContext {
     facebook_secret: Option<Secret>,
     jwks: Jwks,
     http: LazyClient,
+    /// Cancels a deleted account's subscriptions.
+    pub billing: shared::payments::billing::Billing,
 }
 
 impl AuthContext {
@@ -54,6 +61,7 @@ impl AuthContext {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let or = |name: &str, default: &str| get(name).unwrap_or_else(|| default.to_string());
         let http = LazyClient::new(std::time::Duration::from_secs(10));
+        let billing = shared::payments::billing::Billing::from_lookup(&lookup, secrets)?;
         let redirect_url = |provider: Provider| -> Result<String, ConfigError> {
             let base = get("PUBLIC_API_URL").ok_or_else(|| {
                 ConfigError(
@@ -127,6 +135,7 @@ impl AuthContext {
                 http.clone(),
             ),
             http,
+            billing,
         })
     }
 
@@ -613,24 +622,22 @@ async fn me(CurrentUser(user): CurrentUser) -> Json<Me> {
     Json(user.into())
 }
 
-/// Deletes the account: images and uploads, generations, identities and profile data go;
-/// sessions are revoked; ledger and payment records stay without personal data.
+/// Deletes the account (see [`deletion`]): marked deleted and every session revoked in one
+/// write, then its subscriptions canceled, open generations refunded, images, uploads and
+/// items removed; ledger and payment records stay without personal data. A retry by the
+/// same session continues a deletion that did not finish.
 async fn delete_account(
     State(services): State<Arc<Services>>,
-    SessionUser(user): SessionUser,
+    Extension(auth): Extension<Arc<AuthContext>>,
+    SessionToken(claims): SessionToken,
 ) -> Result<impl IntoResponse, ApiError> {
-    for prefix in [
-        format!("images/{}/", user.id),
-        format!("uploads/{}/", user.id),
-    ] {
-        let keys = services.blobs.list(&prefix).await?;
-        services.blobs.delete(&keys).await?;
-    }
-    services
-        .store
-        .delete_account(user.id, user.session_version)
-        .await?;
-    tracing::info!(user_id = %user.id, "account deleted");
+    deletion::delete_account(
+        &services,
+        &auth.billing,
+        claims.user_id,
+        claims.session_version,
+    )
+    .await?;
     Ok((
         StatusCode::NO_CONTENT,
         [(header::SET_COOKIE, CLEAR_SESSION)],

@@ -299,18 +299,37 @@ fn signature_refused(provider: Provider, error: VerifyError) -> ApiError {
     ApiError::invalid(format!("webhook signature refused: {error}"))
 }
 
-fn event_unreadable(provider: Provider, error: ParseError) -> ApiError {
+/// A verified event we cannot read: one naming a product no id is configured for is
+/// parked for an operator and acknowledged (Stripe would retry it for days, Creem gives up
+/// within a day and the payment would be lost to us); anything else is a 400.
+async fn event_unreadable(
+    services: &Services,
+    provider: Provider,
+    body: &[u8],
+    error: ParseError,
+) -> Result<Json<Ack>, ApiError> {
     match error {
-        ParseError::UnknownProduct(id) => {
-            // Our configuration lacks the id: 500, so the provider retries once it is fixed.
-            ApiError::internal(anyhow::anyhow!(
-                "{provider} event names {id:?}, which no product is configured for"
-            ))
+        ParseError::UnknownProduct(unmapped) => {
+            if services.store.park_event(provider, &unmapped, body).await?
+                == EventOutcome::Duplicate
+            {
+                count_event(provider, "duplicate");
+                return Ok(Json(Ack { received: true }));
+            }
+            tracing::error!(
+                %provider,
+                event_id = %unmapped.event_id,
+                event_type = %unmapped.event_type,
+                provider_product = %unmapped.provider_product,
+                "webhook parked: no product is configured for its id; map it, then nb-admin events replay"
+            );
+            count_event(provider, "parked");
+            Ok(Json(Ack { received: true }))
         }
         other => {
             tracing::warn!(%provider, reason = %other, "webhook refused: unreadable event");
             count_event(provider, "refused");
-            ApiError::invalid(other.to_string())
+            Err(ApiError::invalid(other.to_string()))
         }
     }
 }
@@ -327,10 +346,21 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Applies a verified event once; a duplicate, an ignored type or an unattributable event
-/// (stored for an operator) is acknowledged too. A failure of ours is a 5xx.
-async fn receive(services: &Services, event: PaymentEvent) -> Result<Json<Ack>, ApiError> {
+/// Applies a verified event once; a duplicate, an ignored type or an event kept for an
+/// operator (unattributable, or a deleted account's) is acknowledged too. A failure of ours
+/// is a 5xx.
+async fn receive(
+    services: &Services,
+    payments: &Payments,
+    event: PaymentEvent,
+) -> Result<Json<Ack>, ApiError> {
     let outcome = services.store.apply_payment_event(&event).await?;
+    if let EventOutcome::Held {
+        cancel: Some(subscription),
+    } = &outcome
+    {
+        cancel_for_deleted_account(payments, event.provider, subscription).await;
+    }
     tracing::info!(
         provider = %event.provider,
         event_id = %event.id,
@@ -343,9 +373,35 @@ async fn receive(services: &Services, event: PaymentEvent) -> Result<Json<Ack>, 
         EventOutcome::Duplicate => "duplicate",
         EventOutcome::Ignored => "ignored",
         EventOutcome::Unattributed => "unattributed",
+        EventOutcome::Parked => "parked",
+        EventOutcome::Held { .. } => "deleted_account",
     };
     count_event(event.provider, outcome);
     Ok(Json(Ack { received: true }))
+}
+
+/// A subscription still billing a deleted account (one its deletion did not know of, such
+/// as a checkout completed moments before): canceled at once. A failure is logged; the
+/// event is kept for an operator either way.
+async fn cancel_for_deleted_account(payments: &Payments, provider: Provider, subscription: &str) {
+    let result = match provider {
+        Provider::Stripe => match &payments.stripe {
+            Some(stripe) => stripe.api().cancel_subscription(subscription).await,
+            None => return,
+        },
+        Provider::Creem => match &payments.creem {
+            Some(creem) => creem.api().cancel_subscription(subscription).await,
+            None => return,
+        },
+    };
+    match result {
+        Ok(()) => tracing::warn!(%provider, "a deleted account's subscription canceled"),
+        Err(e) => tracing::error!(
+            %provider,
+            error = format!("{:#}", anyhow::Error::new(e)),
+            "could not cancel a deleted account's subscription: cancel it by hand"
+        ),
+    }
 }
 
 /// `POST /webhooks/stripe`: `Stripe-Signature` verified over the raw body first.
@@ -364,10 +420,10 @@ async fn stripe_webhook(
     stripe
         .verify(header(&headers, "stripe-signature"), &body, now)
         .map_err(|e| signature_refused(Provider::Stripe, e))?;
-    let event = stripe
-        .parse_event(&body)
-        .map_err(|e| event_unreadable(Provider::Stripe, e))?;
-    receive(&services, event).await
+    match stripe.parse_event(&body) {
+        Ok(event) => receive(&services, &payments, event).await,
+        Err(e) => event_unreadable(&services, Provider::Stripe, &body, e).await,
+    }
 }
 
 /// `POST /webhooks/creem`: `creem-signature` verified over the raw body first; an event
@@ -386,8 +442,8 @@ async fn creem_webhook(
     creem
         .verify(header(&headers, "creem-signature"), &body)
         .map_err(|e| signature_refused(Provider::Creem, e))?;
-    let event = creem
-        .parse_event(&body)
-        .map_err(|e| event_unreadable(Provider::Creem, e))?;
-    receive(&services, event).await
+    match creem.parse_event(&body) {
+        Ok(event) => receive(&services, &payments, event).await,
+        Err(e) => event_unreadable(&services, Provider::Creem, &body, e).await,
+    }
 }

@@ -496,10 +496,25 @@ impl Worker {
         finisher: Finisher<'_>,
         e: GenerationError,
     ) -> Result<bool, StoreError> {
-        let finished = self
+        let finished = match self
             .store
             .finish(generation, new_images, finisher, e.clone())
-            .await?;
+            .await
+        {
+            Ok(finished) => finished,
+            // The account was deleted while its images were made: they are nobody's now,
+            // and its deletion refunds the generation.
+            Err(StoreError::AccountDeleted) => {
+                let keys: Vec<String> = new_images.iter().map(|i| i.key.clone()).collect();
+                self.blobs.delete(&keys).await?;
+                tracing::warn!(
+                    images = keys.len(),
+                    "the account was deleted: nothing stored, its images removed"
+                );
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
         let k = generation.images.len() + new_images.len();
         let model = [("Model", generation.model.as_str())];
         if !finished {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use shared::aws::Clients;
 use shared::aws::dynamo::hooks::Delivery;
-use shared::aws::dynamo::payments::{EventOutcome, UnattributedEvent};
+use shared::aws::dynamo::payments::{EventOutcome, HeldEvent};
 use shared::aws::dynamo::work::Finisher;
 use shared::aws::dynamo::{Applied, BalanceChange, DynamoStore, StoreError};
 use shared::aws::sqs::JobQueue;
@@ -16,7 +16,7 @@ use shared::domain::ledger::LedgerEntry;
 use shared::domain::user::User;
 use shared::domain::{GenerationId, LedgerId, UserId};
 use shared::hooks::{HookEvent, HookJob};
-use shared::payments::Provider;
+use shared::payments::{PaymentSettings, Provider};
 
 /// Where the tool points.
 pub struct Admin {
@@ -24,6 +24,9 @@ pub struct Admin {
     pub queue: JobQueue,
     pub queue_url: String,
     pub dlq_url: Option<String>,
+    /// The deployment's price and product ids (`STRIPE_PRICE_*`, `CREEM_PRODUCT_*`): a
+    /// parked event is read again with them.
+    pub payments: PaymentSettings,
 }
 
 /// A user whose balance is not the sum of their ledger.
@@ -57,6 +60,10 @@ pub enum ReplayOutcome {
     Ignored,
     /// Still no user: name one with `--user`.
     StillUnattributed,
+    /// Its product is still not mapped: configure the id, then replay.
+    StillParked,
+    /// The account it is for is deleted: nothing applied; acknowledged (removed).
+    DeletedAccount,
     /// Nothing stored under that id (never stored, or replayed already).
     NotStored,
 }
@@ -78,12 +85,13 @@ pub struct UserReport {
 
 impl Admin {
     /// `TABLE_NAME`, `QUEUE_URL` and (for `dlq replay`) `DLQ_URL`, with the usual AWS
-    /// credentials and region (or `AWS_ENDPOINT_URL` for the local stack).
+    /// credentials and region (or `AWS_ENDPOINT_URL` for the local stack); the payment
+    /// ids as the webhook function reads them.
     pub async fn from_env(
         table: String,
         queue_url: String,
         dlq_url: Option<String>,
-    ) -> Result<Self, shared::config::ConfigError> {
+    ) -> anyhow::Result<Self> {
         let sdk = shared::aws::load_sdk_config().await?;
         let clients = Clients::new(&sdk, None);
         Ok(Self {
@@ -91,6 +99,7 @@ impl Admin {
             queue: JobQueue::new(clients.sqs, queue_url.clone()),
             queue_url,
             dlq_url,
+            payments: PaymentSettings::from_lookup(|name| std::env::var(name).ok())?,
         })
     }
 
@@ -244,13 +253,15 @@ impl Admin {
         Ok(self.queue.move_messages(dlq, &self.queue_url, max).await?)
     }
 
-    /// Payment events stored because no user could be found for them.
-    pub async fn unattributed_events(&self, limit: i32) -> anyhow::Result<Vec<UnattributedEvent>> {
-        Ok(self.store.unattributed_events(limit).await?)
+    /// Payment events kept for an operator: unattributed, parked (unmapped product), held
+    /// for a deleted account.
+    pub async fn held_events(&self, limit: i32) -> anyhow::Result<Vec<HeldEvent>> {
+        Ok(self.store.held_events(limit).await?)
     }
 
-    /// Applies a stored payment event once, through the webhook's own code: to `user` if
-    /// given (the operator's decision), else by attribution again.
+    /// Applies a kept payment event once, through the webhook's own code: to `user` if
+    /// given (the operator's decision), else by attribution again; a parked one is read
+    /// again with this deployment's product ids.
     pub async fn replay_event(
         &self,
         provider: Provider,
@@ -258,11 +269,17 @@ impl Admin {
         user: Option<UserId>,
     ) -> anyhow::Result<ReplayOutcome> {
         Ok(
-            match self.store.replay_event(provider, event_id, user).await {
+            match self
+                .store
+                .replay_event(provider, event_id, user, &self.payments)
+                .await
+            {
                 Ok(EventOutcome::Applied) => ReplayOutcome::Applied,
                 Ok(EventOutcome::Duplicate) => ReplayOutcome::AlreadyApplied,
                 Ok(EventOutcome::Ignored) => ReplayOutcome::Ignored,
                 Ok(EventOutcome::Unattributed) => ReplayOutcome::StillUnattributed,
+                Ok(EventOutcome::Parked) => ReplayOutcome::StillParked,
+                Ok(EventOutcome::Held { .. }) => ReplayOutcome::DeletedAccount,
                 Err(StoreError::NotFound) => ReplayOutcome::NotStored,
                 Err(e) => return Err(e.into()),
             },

@@ -76,7 +76,8 @@ enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
-    /// Payment events that could not be attributed to a user.
+    /// Payment events kept for an operator: unattributed, parked for an unmapped product,
+    /// or held for a deleted account.
     Events {
         #[command(subcommand)]
         action: EventsAction,
@@ -118,12 +119,13 @@ enum DlqAction {
 
 #[derive(Subcommand)]
 enum EventsAction {
-    /// List the stored events, oldest first.
+    /// List the kept events (kind, provider, id, type, received, reason).
     List {
         #[arg(long, default_value_t = 100)]
         limit: i32,
     },
-    /// Apply a stored event once, after fixing its cause.
+    /// Apply a kept event once, after fixing its cause (an unmapped product: set its
+    /// STRIPE_PRICE_* / CREEM_PRODUCT_* variable here as in the webhook function).
     Replay {
         /// stripe or creem
         provider: String,
@@ -280,11 +282,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Events {
             action: EventsAction::List { limit },
         } => {
-            let events = admin.unattributed_events(limit).await?;
+            let events = admin.held_events(limit).await?;
             for e in &events {
                 println!(
-                    "{}\t{}\t{}\t{}\t{}",
-                    e.provider, e.event_id, e.event_type, e.received_at, e.reason
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    e.kind.as_str(),
+                    e.provider,
+                    e.event_id,
+                    e.event_type,
+                    e.received_at,
+                    e.reason
                 );
             }
             println!("{} stored event(s)", events.len());
@@ -318,6 +325,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ReplayOutcome::StillUnattributed => {
                     anyhow::bail!("still no user for {event_id}: name one with --user")
                 }
+                ReplayOutcome::StillParked => anyhow::bail!(
+                    "{event_id} still names a product no id is configured for: set it, then replay"
+                ),
+                ReplayOutcome::DeletedAccount => println!(
+                    "{event_id} is for a deleted account: nothing applied (refund at the provider if due)"
+                ),
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -92,6 +92,12 @@ async fn main() -> anyhow::Result<()> {
         worker,
         std::time::Duration::from_secs(sweep_secs),
     ));
+    // As the scheduled deletion sweep does deployed.
+    tokio::spawn(pump::sweep_deletions_every(
+        services.clone(),
+        auth.clone(),
+        std::time::Duration::from_secs(sweep_secs),
+    ));
 
     // The line scripts and tests wait for: keep its shape.
     println!("local-runner listening on http://{address}");

@@ -195,3 +195,22 @@ pub async fn sweep_every(worker: Arc<Worker>, interval: Duration) {
         }
     }
 }
+
+/// Finishes account deletions whose request died, every `interval` (the deployed stack's
+/// scheduled `auth` sweep).
+pub async fn sweep_deletions_every(
+    services: Arc<shared::Services>,
+    auth: Arc<auth::AuthContext>,
+    interval: Duration,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    loop {
+        ticks.tick().await;
+        if let Err(error) =
+            auth::deletion::sweep_deletions(&services, &auth.billing, auth::deletion::SWEEP_AFTER)
+                .await
+        {
+            tracing::error!(error = %error, "deletion sweep failed");
+        }
+    }
+}

@@ -187,7 +187,7 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::InsufficientCredits => Self::InsufficientCredits,
-            StoreError::SessionRevoked => Self::Unauthorized,
+            StoreError::SessionRevoked | StoreError::AccountDeleted => Self::Unauthorized,
             StoreError::NotFound => Self::NotFound,
             StoreError::InvalidCursor => Self::invalid("the cursor is not valid for this listing"),
             StoreError::RateLimited { retry_after_secs } => Self::RateLimited { retry_after_secs },

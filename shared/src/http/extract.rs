@@ -190,12 +190,10 @@ async fn current_user(
     user_id: UserId,
     session_version: Option<u64>,
 ) -> Result<CurrentUser, ApiError> {
-    match services.store.get_user(user_id).await? {
-        Some(user) if session_version.is_none_or(|v| v == user.session_version) => {
-            Ok(CurrentUser(user))
-        }
-        _ => Err(ApiError::Unauthorized),
-    }
+    // The one read check of every kind of access (session or key): live, current.
+    Ok(CurrentUser(
+        services.store.acting_user(user_id, session_version).await?,
+    ))
 }
 
 /// The session token from `Authorization: Bearer` (preferred) or the `nb_session` cookie;

@@ -1,6 +1,12 @@
 //! Creem: `creem-signature` verification (hex HMAC-SHA256 of the raw body; Creem signs no
 //! timestamp, so applied event ids are kept for good), events whose test/live mode must
-//! match the configuration, and the checkout and customer-portal APIs (`x-api-key`).
+//! match the configuration, and the checkout, customer-portal and cancel APIs
+//! (`x-api-key`).
+//!
+//! Which payment a refund or dispute is about: a one-time purchase is keyed by its order
+//! (`checkout.completed` `order.id`); a subscription period by the transaction that paid it
+//! (`subscription.paid` `last_transaction_id`), which `refund.created` and
+//! `dispute.created` name as `transaction.id` (with the `subscription` they concern).
 
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
@@ -9,22 +15,35 @@ use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
 use super::{
-    CheckoutRequest, CheckoutSession, Dispute, Effect, ParseError, Payer, PaymentEvent, PeriodPaid,
-    ProductIds, Provider, ProviderError, Purchase, Refund, Refunded, SubscriptionState,
-    VerifyError, id_of, send_json, text,
+    CheckoutRequest, CheckoutSession, Dispute, DisputeStage, Effect, PaidBy, ParseError, Payer,
+    PaymentEvent, PeriodPaid, ProductIds, Provider, ProviderError, Purchase, Refund, Refunded,
+    SubscriptionState, UnmappedProduct, VerifyError, id_of, send_json, text,
 };
 use crate::config::Secret;
-use crate::domain::products::ProductKind;
+use crate::domain::products::{self, Product, ProductKind};
 use crate::outbound::LazyClient;
 
 /// Creem, configured with its key, webhook secret, mode and product ids.
 #[derive(Debug)]
 pub struct Creem {
+    api: CreemApi,
+    webhook_secret: Secret,
+    reader: EventReader,
+}
+
+/// Creem's API with the key: checkout, portal, cancel.
+#[derive(Debug, Clone)]
+pub struct CreemApi {
     http: LazyClient,
     base_url: String,
-    test_mode: bool,
     api_key: Secret,
-    webhook_secret: Secret,
+    products: ProductIds,
+}
+
+/// Reads verified events (no secret needed; see the Stripe reader).
+#[derive(Debug, Clone)]
+pub struct EventReader {
+    test_mode: bool,
     products: ProductIds,
 }
 
@@ -67,11 +86,39 @@ fn unix_seconds(value: &Value) -> Option<i64> {
     }
 }
 
-/// The payment a refund or dispute is about: its order, else its checkout.
+/// The payment a refund or dispute is about: a subscription's transaction (what
+/// `subscription.paid` named as `last_transaction_id`), else the one-time purchase's order.
 fn payment_of(object: &Value) -> Option<String> {
-    id_of(&object["order"])
-        .or_else(|| id_of(&object["transaction"]["order"]))
-        .or_else(|| id_of(&object["checkout"]))
+    let transaction = &object["transaction"];
+    let of_subscription = object["subscription"].is_object()
+        || object["subscription"].is_string()
+        || transaction["type"].as_str() == Some("invoice")
+        || id_of(&transaction["subscription"]).is_some();
+    let order = id_of(&object["order"]).or_else(|| id_of(&transaction["order"]));
+    if of_subscription {
+        id_of(transaction).or(order)
+    } else {
+        order
+            .or_else(|| id_of(transaction))
+            .or_else(|| id_of(&object["checkout"]))
+    }
+}
+
+/// The event's test/live mode: on the object, else on what it carries. Creem's documented
+/// `subscription.paid`, `refund.created` and `dispute.created` payloads state none; their
+/// signature, made with the secret of one mode's dashboard, is then what tells.
+fn mode_of(object: &Value) -> Option<&str> {
+    object["mode"].as_str().or_else(|| {
+        [
+            "order",
+            "product",
+            "customer",
+            "transaction",
+            "subscription",
+        ]
+        .iter()
+        .find_map(|key| object[*key]["mode"].as_str())
+    })
 }
 
 /// The amount of the payment a refund or dispute is about, on the same basis (taxes
@@ -84,21 +131,12 @@ fn payment_amount_of(object: &Value) -> Option<i64> {
 }
 
 impl Creem {
-    pub fn new(
-        http: LazyClient,
-        base_url: &str,
-        test_mode: bool,
-        api_key: Secret,
-        webhook_secret: Secret,
-        products: ProductIds,
-    ) -> Self {
+    pub fn new(api: CreemApi, test_mode: bool, webhook_secret: Secret) -> Self {
+        let reader = EventReader::new(test_mode, api.products.clone());
         Self {
-            http,
-            base_url: base_url.trim_end_matches('/').to_string(),
-            test_mode,
-            api_key,
+            api,
             webhook_secret,
-            products,
+            reader,
         }
     }
 
@@ -109,16 +147,80 @@ impl Creem {
 
     /// Whether the product is sold through Creem here.
     pub fn offers(&self, product_id: &str) -> bool {
-        self.products.provider_id(product_id).is_some()
+        self.api.products.provider_id(product_id).is_some()
+    }
+
+    /// Reads a verified event; one of the other mode is refused.
+    pub fn parse_event(&self, body: &[u8]) -> Result<PaymentEvent, ParseError> {
+        self.reader.parse_event(body)
+    }
+
+    pub fn api(&self) -> &CreemApi {
+        &self.api
+    }
+
+    pub async fn create_checkout(
+        &self,
+        request: &CheckoutRequest,
+    ) -> Result<CheckoutSession, ProviderError> {
+        self.api.create_checkout(request).await
+    }
+
+    pub async fn create_portal(&self, customer_id: &str) -> Result<String, ProviderError> {
+        self.api.create_portal(customer_id).await
+    }
+}
+
+impl EventReader {
+    pub fn new(test_mode: bool, products: ProductIds) -> Self {
+        Self {
+            test_mode,
+            products,
+        }
     }
 
     /// Whether an event's `mode` is the configured one (test events in test mode only,
-    /// live events in live mode only).
+    /// live events in live mode only); an event that states no mode is taken as its
+    /// signature's.
     fn mode_matches(&self, mode: Option<&str>) -> bool {
         match mode {
             Some("test" | "sandbox" | "local") => self.test_mode,
             Some("prod" | "live") => !self.test_mode,
-            _ => false,
+            Some(_) => false,
+            None => true,
+        }
+    }
+
+    /// Our product for Creem's id, else the one our checkout's metadata names (of the kind
+    /// the event is about).
+    fn product(
+        &self,
+        provider_product: Option<String>,
+        metadata: &Value,
+        kind: ProductKind,
+        unmapped: &impl Fn(String) -> ParseError,
+    ) -> Result<&'static Product, ParseError> {
+        let mapped = provider_product
+            .as_deref()
+            .and_then(|p| self.products.product_of(p))
+            .filter(|p| p.kind == kind);
+        if let Some(product) = mapped {
+            return Ok(product);
+        }
+        let named = text(&metadata["product_id"])
+            .and_then(|p| products::product(&p))
+            .filter(|p| p.kind == kind);
+        match (named, provider_product) {
+            (Some(product), provider_product) => {
+                tracing::warn!(
+                    provider_product,
+                    product = product.id,
+                    "a Creem product no id is configured for: resolved from the checkout's metadata"
+                );
+                Ok(product)
+            }
+            (None, Some(provider_product)) => Err(unmapped(provider_product)),
+            (None, None) => Err(malformed("an event without its product")),
         }
     }
 
@@ -135,12 +237,19 @@ impl Creem {
         if !object.is_object() {
             return Err(malformed("no object"));
         }
-        if !self.mode_matches(object["mode"].as_str()) {
+        if !self.mode_matches(mode_of(object)) {
             return Err(ParseError::WrongMode);
         }
+        let unmapped = |provider_product: String| {
+            ParseError::UnknownProduct(UnmappedProduct {
+                event_id: id.clone(),
+                event_type: event_type.clone(),
+                provider_product,
+            })
+        };
         let effect = match event_type.as_str() {
-            "checkout.completed" => self.checkout_completed(object)?,
-            "subscription.paid" => self.subscription_paid(object)?,
+            "checkout.completed" => self.checkout_completed(object, &unmapped)?,
+            "subscription.paid" => self.subscription_paid(object, &unmapped)?,
             "subscription.active"
             | "subscription.update"
             | "subscription.canceled"
@@ -152,7 +261,7 @@ impl Creem {
             | "subscription.scheduled_cancel" => self.subscription_changed(object)?,
             "refund.created" => Effect::Refund(Refund {
                 payment_id: payment_of(object)
-                    .ok_or_else(|| malformed("a refund without its order"))?,
+                    .ok_or_else(|| malformed("a refund without its payment"))?,
                 refunded: Refunded::Single {
                     refund_id: text(&object["id"])
                         .ok_or_else(|| malformed("a refund without id"))?,
@@ -162,14 +271,16 @@ impl Creem {
                 },
                 payment_amount: payment_amount_of(object),
             }),
-            "dispute.created" => Effect::DisputeOpened(Dispute {
+            // A chargeback: Creem's disputes withdraw the funds when they open.
+            "dispute.created" => Effect::Dispute(Dispute {
                 payment_id: payment_of(object)
-                    .ok_or_else(|| malformed("a dispute without its order"))?,
+                    .ok_or_else(|| malformed("a dispute without its payment"))?,
                 dispute_id: text(&object["id"]).ok_or_else(|| malformed("a dispute without id"))?,
                 amount: object["amount"]
                     .as_i64()
                     .ok_or_else(|| malformed("a dispute without amount"))?,
                 payment_amount: payment_amount_of(object),
+                stage: DisputeStage::Chargeback,
             }),
             other => Effect::Ignored {
                 why: format!("event type {other} is not acted on"),
@@ -194,15 +305,27 @@ impl Creem {
 
     /// A completed checkout: a one-time product is a purchase keyed by its order; a
     /// subscription product grants nothing here (`subscription.paid` does).
-    fn checkout_completed(&self, checkout: &Value) -> Result<Effect, ParseError> {
-        let provider_product = id_of(&checkout["product"])
-            .or_else(|| id_of(&checkout["order"]["product"]))
-            .ok_or_else(|| malformed("a checkout without its product"))?;
-        let product = self
-            .products
-            .product_of(&provider_product)
-            .ok_or(ParseError::UnknownProduct(provider_product))?;
+    fn checkout_completed(
+        &self,
+        checkout: &Value,
+        unmapped: &impl Fn(String) -> ParseError,
+    ) -> Result<Effect, ParseError> {
+        let provider_product =
+            id_of(&checkout["product"]).or_else(|| id_of(&checkout["order"]["product"]));
         let payer = Self::payer(checkout);
+        let recurring = checkout["product"]["billing_type"].as_str() == Some("recurring")
+            || checkout["order"]["type"].as_str() == Some("recurring")
+            || checkout["subscription"].is_object();
+        let mapped_kind = provider_product
+            .as_deref()
+            .and_then(|p| self.products.product_of(p))
+            .map(|p| p.kind);
+        let kind = mapped_kind.unwrap_or(if recurring {
+            ProductKind::Subscription
+        } else {
+            ProductKind::OneTime
+        });
+        let product = self.product(provider_product, &checkout["metadata"], kind, unmapped)?;
         if product.kind == ProductKind::Subscription {
             return Ok(Effect::SubscriptionCheckout(payer));
         }
@@ -221,14 +344,23 @@ impl Creem {
     }
 
     /// A paid subscription period: product and period from the subscription.
-    fn subscription_paid(&self, subscription: &Value) -> Result<Effect, ParseError> {
-        let provider_product = id_of(&subscription["product"])
-            .ok_or_else(|| malformed("a subscription without its product"))?;
-        let product = self
-            .products
-            .product_of(&provider_product)
-            .filter(|p| p.kind == ProductKind::Subscription)
-            .ok_or(ParseError::UnknownProduct(provider_product))?;
+    fn subscription_paid(
+        &self,
+        subscription: &Value,
+        unmapped: &impl Fn(String) -> ParseError,
+    ) -> Result<Effect, ParseError> {
+        let product = self.product(
+            id_of(&subscription["product"]),
+            &subscription["metadata"],
+            ProductKind::Subscription,
+            unmapped,
+        )?;
+        // The transaction that paid the period: refunds and disputes name it.
+        let transaction = &subscription["last_transaction"];
+        let paid_by = text(&subscription["last_transaction_id"])
+            .or_else(|| id_of(transaction))
+            .map(|payment_id| PaidBy::Payment { payment_id })
+            .unwrap_or(PaidBy::Unknown);
         Ok(Effect::PeriodPaid(PeriodPaid {
             payer: Self::payer(subscription),
             subscription_id: text(&subscription["id"])
@@ -238,8 +370,10 @@ impl Creem {
                 .ok_or_else(|| malformed("a subscription without current_period_start_date"))?,
             period_end: unix_seconds(&subscription["current_period_end_date"])
                 .ok_or_else(|| malformed("a subscription without current_period_end_date"))?,
-            payment_id: None,
-            amount: None,
+            paid_by,
+            amount: transaction["amount_paid"]
+                .as_i64()
+                .or_else(|| transaction["amount"].as_i64()),
         }))
     }
 
@@ -265,6 +399,38 @@ impl Creem {
                     .as_bool()
                     .unwrap_or(false),
         }))
+    }
+}
+
+impl CreemApi {
+    pub fn new(http: LazyClient, base_url: &str, api_key: Secret, products: ProductIds) -> Self {
+        Self {
+            http,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            api_key,
+            products,
+        }
+    }
+
+    /// Cancels a subscription at once (`POST /v1/subscriptions/{id}/cancel` with
+    /// `mode: immediate`: no further period is billed). One Creem no longer knows (404)
+    /// counts as canceled.
+    pub async fn cancel_subscription(&self, subscription_id: &str) -> Result<(), ProviderError> {
+        let request = self
+            .http
+            .get()?
+            .post(format!(
+                "{}/v1/subscriptions/{}/cancel",
+                self.base_url,
+                super::url_segment(subscription_id)
+            ))
+            .header("x-api-key", self.api_key.expose())
+            .json(&json!({ "mode": "immediate" }));
+        match send_json(Provider::Creem, request).await {
+            Ok(_) => Ok(()),
+            Err(ProviderError::Upstream(e)) if super::is_not_found(&e) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Creates a checkout for the configured product, with a `request_id` and the user
@@ -340,13 +506,9 @@ mod tests {
         hex::encode(mac.finalize().into_bytes())
     }
 
-    fn creem(test_mode: bool) -> Creem {
-        Creem::new(
-            LazyClient::new(std::time::Duration::from_secs(1)),
-            "http://127.0.0.1:9",
+    fn creem(test_mode: bool) -> EventReader {
+        EventReader::new(
             test_mode,
-            Secret::new("creem_test_key"),
-            Secret::new(SECRET),
             ProductIds::from_pairs(&[("credits_100", "prod_100"), ("pro_monthly", "prod_month")]),
         )
     }

@@ -1,9 +1,12 @@
 //! Payments: Stripe and Creem behind one shape. Each provider module verifies its webhook
 //! signatures over the raw body, reads its events into one [`PaymentEvent`], and calls its
-//! checkout and customer-portal APIs. What an event does to balances and subscriptions is
-//! decided in one place, the store (`aws::dynamo::payments`).
+//! checkout, customer-portal and cancel APIs. What an event does to balances and
+//! subscriptions is decided in one place, the pure [`rules`]; the store
+//! (`aws::dynamo::payments`) reads the state an event needs and writes what they decide.
 
+pub mod billing;
 pub mod creem;
+pub mod rules;
 pub mod stripe;
 
 use std::time::Duration;
@@ -119,6 +122,44 @@ impl PaymentSettings {
     }
 }
 
+impl PaymentSettings {
+    /// Stripe's API with this key.
+    pub fn stripe_api(&self, http: &LazyClient, key: Secret) -> stripe::StripeApi {
+        stripe::StripeApi::new(
+            http.clone(),
+            &self.stripe_base_url,
+            &self.stripe_api_version,
+            key,
+            self.stripe_prices.clone(),
+        )
+    }
+
+    /// Creem's API with this key.
+    pub fn creem_api(&self, http: &LazyClient, key: Secret) -> creem::CreemApi {
+        creem::CreemApi::new(
+            http.clone(),
+            &self.creem_base_url,
+            key,
+            self.creem_products.clone(),
+        )
+    }
+
+    /// Reads a verified event of `provider` with this configuration (an operator's replay
+    /// of an event parked for an unmapped product).
+    pub fn parse_event(&self, provider: Provider, body: &[u8]) -> Result<PaymentEvent, ParseError> {
+        match provider {
+            Provider::Stripe => {
+                stripe::EventReader::new(&self.stripe_api_version, self.stripe_prices.clone())
+                    .parse_event(body)
+            }
+            Provider::Creem => {
+                creem::EventReader::new(self.creem_test_mode, self.creem_products.clone())
+                    .parse_event(body)
+            }
+        }
+    }
+}
+
 fn base_url(
     get: &impl Fn(&str) -> Option<String>,
     name: &str,
@@ -158,25 +199,15 @@ impl Payments {
         let http = LazyClient::new(Duration::from_secs(15));
         let stripe = pair(secrets, "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET")?.map(
             |(key, webhook_secret)| {
-                stripe::Stripe::new(
-                    http.clone(),
-                    &settings.stripe_base_url,
-                    &settings.stripe_api_version,
-                    key,
-                    webhook_secret,
-                    settings.stripe_prices.clone(),
-                )
+                stripe::Stripe::new(settings.stripe_api(&http, key), webhook_secret)
             },
         );
         let creem =
             pair(secrets, "CREEM_API_KEY", "CREEM_WEBHOOK_SECRET")?.map(|(key, webhook_secret)| {
                 creem::Creem::new(
-                    http.clone(),
-                    &settings.creem_base_url,
+                    settings.creem_api(&http, key),
                     settings.creem_test_mode,
-                    key,
                     webhook_secret,
-                    settings.creem_products.clone(),
                 )
             });
         Ok(Self { stripe, creem })
@@ -248,10 +279,20 @@ pub enum ParseError {
     /// A Creem event of the other mode (test vs live) than configured (400).
     #[error("the event's mode does not match the configured mode")]
     WrongMode,
-    /// A product or price id that configuration does not map (our fault: 500, so that
-    /// the provider retries once the configuration is fixed).
-    #[error("no product is configured for the provider's id {0:?}")]
-    UnknownProduct(String),
+    /// A product or price id that configuration does not map: the event is parked for an
+    /// operator (answered 200, so that the provider stops retrying) and replayed once the
+    /// mapping is configured.
+    #[error("no product is configured for the provider's id {:?}", .0.provider_product)]
+    UnknownProduct(UnmappedProduct),
+}
+
+/// A verified event that names a product we have no mapping for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnmappedProduct {
+    pub event_id: String,
+    pub event_type: String,
+    /// The provider's price or product id.
+    pub provider_product: String,
 }
 
 /// Who paid, as the event says: the user id our checkout put in its metadata, and the
@@ -283,6 +324,20 @@ pub struct Purchase {
     pub currency: Option<String>,
 }
 
+/// What paid a subscription period, as far as its event says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum PaidBy {
+    /// The payment refunds and disputes of this period will carry (Creem: the
+    /// subscription's `last_transaction_id`).
+    Payment { payment_id: String },
+    /// An invoice whose payment another event names (Stripe basil: `invoice_payment.paid`
+    /// ties the invoice to its PaymentIntent; webhook invoices carry no `payments`).
+    Invoice { invoice_id: String },
+    /// Not named: refunds and disputes of this period cannot be tied to it.
+    Unknown,
+}
+
 /// One paid billing period of a subscription.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeriodPaid {
@@ -292,8 +347,17 @@ pub struct PeriodPaid {
     /// Unix seconds.
     pub period_start: i64,
     pub period_end: i64,
-    /// The payment refunds of this period will carry, where the event names it.
-    pub payment_id: Option<String>,
+    pub paid_by: PaidBy,
+    /// Paid, in minor units.
+    pub amount: Option<i64>,
+}
+
+/// The payment of an invoice (Stripe `invoice_payment.paid`): links the invoice's period
+/// to the PaymentIntent that refunds and disputes carry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoicePayment {
+    pub invoice_id: String,
+    pub payment_id: String,
     pub amount: Option<i64>,
 }
 
@@ -329,19 +393,47 @@ pub struct Refund {
     pub payment_amount: Option<i64>,
 }
 
+/// Where a dispute stands. Stripe's inquiries (`warning_*`) withdraw no funds: only a
+/// chargeback (and its loss) takes credits back; a won dispute gives them back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DisputeStage {
+    /// `warning_needs_response`, `warning_under_review`: no funds withdrawn.
+    Inquiry,
+    /// `needs_response`, `under_review`, or funds withdrawn.
+    Chargeback,
+    /// `warning_closed` or `prevented`: closed without a loss.
+    ClosedWithoutLoss,
+    /// `won`, or funds reinstated.
+    Won,
+    /// `lost`: the funds stay with the cardholder.
+    Lost,
+}
+
+impl DisputeStage {
+    /// Later stages replace earlier ones, whatever order their events arrive in; a
+    /// closed dispute never reopens.
+    pub fn rank(self) -> u8 {
+        match self {
+            Self::Inquiry => 0,
+            Self::Chargeback => 1,
+            Self::ClosedWithoutLoss | Self::Won | Self::Lost => 2,
+        }
+    }
+
+    /// Whether the funds are (still) taken.
+    pub fn takes_funds(self) -> bool {
+        matches!(self, Self::Chargeback | Self::Lost)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dispute {
     pub payment_id: String,
     pub dispute_id: String,
     pub amount: i64,
     pub payment_amount: Option<i64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DisputeClosed {
-    pub payment_id: String,
-    pub dispute_id: String,
-    pub won: bool,
+    pub stage: DisputeStage,
 }
 
 /// What an event means for us.
@@ -356,14 +448,15 @@ pub enum Effect {
     /// Grant a subscription period's credits (`subscription`), once per period; the
     /// subscription is active until the period's end.
     PeriodPaid(PeriodPaid),
+    /// An invoice's payment: which payment later refunds and disputes of its period name.
+    InvoicePayment(InvoicePayment),
     /// A status change, applied only if newer than what is recorded.
     SubscriptionChanged(SubscriptionState),
     /// Claw back in proportion to the amount refunded.
     Refund(Refund),
-    /// Claw back in proportion to the amount disputed.
-    DisputeOpened(Dispute),
-    /// A won dispute gives back what it clawed back.
-    DisputeClosed(DisputeClosed),
+    /// A dispute opened, moved on or closed: a chargeback claws back in proportion to
+    /// the amount disputed, a won one gives it back, an inquiry takes nothing.
+    Dispute(Dispute),
     /// Nothing to do (an event type or state we do not act on).
     Ignored { why: String },
 }
@@ -438,6 +531,18 @@ pub(crate) async fn send_json(
         return Err(upstream(anyhow::anyhow!("answered {status}: {snippet}")));
     }
     serde_json::from_str(&text).map_err(|e| upstream(anyhow::anyhow!("answered non-JSON: {e}")))
+}
+
+/// Whether a provider's failure was its `404`: the thing asked about is gone.
+pub(crate) fn is_not_found(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .any(|cause| cause.to_string().starts_with("answered 404"))
+}
+
+/// An id as one URL path segment (ids are ASCII words; anything else is escaped).
+pub(crate) fn url_segment(id: &str) -> String {
+    url::form_urlencoded::byte_serialize(id.as_bytes()).collect()
 }
 
 /// A string field, or the `id` of an expanded object in its place.

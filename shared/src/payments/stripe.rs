@@ -1,7 +1,14 @@
-//! Stripe: `Stripe-Signature` verification, events read in the pinned API version's shape
-//! (2025-03-31.basil: an invoice names its subscription under `parent.subscription_details`,
-//! a line its price under `pricing.price_details`, a subscription item its period), and the
-//! Checkout Session and billing-portal APIs (form-encoded, `Stripe-Version` pinned).
+//! Stripe: `Stripe-Signature` verification, events read in the pinned API version's shape,
+//! and the Checkout Session, billing-portal and subscription-cancel APIs (form-encoded,
+//! `Stripe-Version` pinned).
+//!
+//! In 2025-03-31.basil an invoice names its subscription under
+//! `parent.subscription_details`, a line its price under `pricing.price_details`, a
+//! subscription item its period; and an invoice no longer names its PaymentIntent (basil
+//! removed `Invoice.payment_intent` and `Charge.invoice`; `Invoice.payments` is includable,
+//! so webhook payloads lack it). What ties a paid period to the PaymentIntent that refunds
+//! (`charge.refunded`) and disputes (`charge.dispute.*`) carry is the InvoicePayment
+//! object, sent as `invoice_payment.paid` (`invoice` + `payment.payment_intent`).
 
 use hmac::{Hmac, Mac};
 use serde_json::Value;
@@ -9,9 +16,10 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use super::{
-    CheckoutRequest, CheckoutSession, Dispute, DisputeClosed, Effect, ParseError, Payer,
-    PaymentEvent, PeriodPaid, ProductIds, Provider, ProviderError, Purchase, Refund, Refunded,
-    STRIPE_TOLERANCE_SECS, SubscriptionState, VerifyError, id_of, send_json, text,
+    CheckoutRequest, CheckoutSession, Dispute, DisputeStage, Effect, InvoicePayment, PaidBy,
+    ParseError, Payer, PaymentEvent, PeriodPaid, ProductIds, Provider, ProviderError, Purchase,
+    Refund, Refunded, STRIPE_TOLERANCE_SECS, SubscriptionState, UnmappedProduct, VerifyError,
+    id_of, send_json, text,
 };
 use crate::config::Secret;
 use crate::domain::products::{self, ProductKind};
@@ -20,11 +28,26 @@ use crate::outbound::{ClientError, LazyClient};
 /// Stripe, configured with its key, webhook secret and price ids.
 #[derive(Debug)]
 pub struct Stripe {
+    api: StripeApi,
+    webhook_secret: Secret,
+    reader: EventReader,
+}
+
+/// Stripe's API with the secret key: checkout, portal, cancel.
+#[derive(Debug, Clone)]
+pub struct StripeApi {
     http: LazyClient,
     base_url: String,
     api_version: String,
     secret_key: Secret,
-    webhook_secret: Secret,
+    prices: ProductIds,
+}
+
+/// Reads verified events (no secret needed: an operator's replay of a parked event reads
+/// it again with the configuration of the day).
+#[derive(Debug, Clone)]
+pub struct EventReader {
+    api_version: String,
     prices: ProductIds,
 }
 
@@ -81,21 +104,12 @@ fn malformed(what: &str) -> ParseError {
 }
 
 impl Stripe {
-    pub fn new(
-        http: LazyClient,
-        base_url: &str,
-        api_version: &str,
-        secret_key: Secret,
-        webhook_secret: Secret,
-        prices: ProductIds,
-    ) -> Self {
+    pub fn new(api: StripeApi, webhook_secret: Secret) -> Self {
+        let reader = EventReader::new(&api.api_version, api.prices.clone());
         Self {
-            http,
-            base_url: base_url.trim_end_matches('/').to_string(),
-            api_version: api_version.to_string(),
-            secret_key,
+            api,
             webhook_secret,
-            prices,
+            reader,
         }
     }
 
@@ -106,7 +120,53 @@ impl Stripe {
 
     /// Whether the product is sold through Stripe here.
     pub fn offers(&self, product_id: &str) -> bool {
-        self.prices.provider_id(product_id).is_some()
+        self.api.prices.provider_id(product_id).is_some()
+    }
+
+    /// Reads a verified event.
+    pub fn parse_event(&self, body: &[u8]) -> Result<PaymentEvent, ParseError> {
+        self.reader.parse_event(body)
+    }
+
+    pub fn api(&self) -> &StripeApi {
+        &self.api
+    }
+
+    pub async fn create_checkout(
+        &self,
+        request: &CheckoutRequest,
+    ) -> Result<CheckoutSession, ProviderError> {
+        self.api.create_checkout(request).await
+    }
+
+    pub async fn create_portal(
+        &self,
+        customer_id: &str,
+        return_url: Option<&str>,
+    ) -> Result<String, ProviderError> {
+        self.api.create_portal(customer_id, return_url).await
+    }
+}
+
+/// The dispute's stage: Stripe's status, or what a funds event says.
+fn dispute_stage(event_type: &str, status: &str) -> DisputeStage {
+    match (event_type, status) {
+        ("charge.dispute.funds_reinstated", _) | (_, "won") => DisputeStage::Won,
+        (_, "lost") => DisputeStage::Lost,
+        (_, "warning_closed" | "prevented") => DisputeStage::ClosedWithoutLoss,
+        ("charge.dispute.funds_withdrawn", _) => DisputeStage::Chargeback,
+        (_, "warning_needs_response" | "warning_under_review") => DisputeStage::Inquiry,
+        // needs_response, under_review and anything newer: funds are withdrawn.
+        _ => DisputeStage::Chargeback,
+    }
+}
+
+impl EventReader {
+    pub fn new(api_version: &str, prices: ProductIds) -> Self {
+        Self {
+            api_version: api_version.to_string(),
+            prices,
+        }
     }
 
     /// Reads a verified event.
@@ -131,11 +191,19 @@ impl Stripe {
         if !object.is_object() {
             return Err(malformed("no data.object"));
         }
+        let unmapped = |provider_product: String| {
+            ParseError::UnknownProduct(UnmappedProduct {
+                event_id: id.clone(),
+                event_type: event_type.clone(),
+                provider_product,
+            })
+        };
         let effect = match event_type.as_str() {
             "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
-                self.checkout_completed(object)?
+                self.checkout_completed(object, &unmapped)?
             }
-            "invoice.paid" | "invoice.payment_succeeded" => self.invoice_paid(object)?,
+            "invoice.paid" | "invoice.payment_succeeded" => self.invoice_paid(object, &unmapped)?,
+            "invoice_payment.paid" => invoice_payment(object)?,
             "customer.subscription.created"
             | "customer.subscription.updated"
             | "customer.subscription.deleted"
@@ -152,18 +220,18 @@ impl Stripe {
                 },
                 payment_amount: object["amount"].as_i64(),
             }),
-            "charge.dispute.created" => Effect::DisputeOpened(Dispute {
+            "charge.dispute.created"
+            | "charge.dispute.updated"
+            | "charge.dispute.closed"
+            | "charge.dispute.funds_withdrawn"
+            | "charge.dispute.funds_reinstated" => Effect::Dispute(Dispute {
                 payment_id: dispute_payment(object)?,
                 dispute_id: text(&object["id"]).ok_or_else(|| malformed("a dispute without id"))?,
                 amount: object["amount"]
                     .as_i64()
                     .ok_or_else(|| malformed("a dispute without amount"))?,
                 payment_amount: None,
-            }),
-            "charge.dispute.closed" => Effect::DisputeClosed(DisputeClosed {
-                payment_id: dispute_payment(object)?,
-                dispute_id: text(&object["id"]).ok_or_else(|| malformed("a dispute without id"))?,
-                won: object["status"].as_str() == Some("won"),
+                stage: dispute_stage(&event_type, object["status"].as_str().unwrap_or_default()),
             }),
             other => Effect::Ignored {
                 why: format!("event type {other} is not acted on"),
@@ -180,7 +248,11 @@ impl Stripe {
 
     /// A Checkout Session: a paid one-time product is a purchase keyed by its payment
     /// intent; a subscription's checkout grants nothing (its invoices do).
-    fn checkout_completed(&self, session: &Value) -> Result<Effect, ParseError> {
+    fn checkout_completed(
+        &self,
+        session: &Value,
+        unmapped: &impl Fn(String) -> ParseError,
+    ) -> Result<Effect, ParseError> {
         let payer = Payer {
             user_id: text(&session["client_reference_id"])
                 .or_else(|| text(&session["metadata"]["user_id"])),
@@ -197,7 +269,7 @@ impl Stripe {
                     .ok_or_else(|| malformed("a checkout without metadata.product_id"))?;
                 let product = products::product(&product_id)
                     .filter(|p| p.kind == ProductKind::OneTime)
-                    .ok_or(ParseError::UnknownProduct(product_id))?;
+                    .ok_or_else(|| unmapped(product_id))?;
                 Ok(Effect::Purchase(Purchase {
                     payer,
                     payment_id: id_of(&session["payment_intent"])
@@ -217,7 +289,11 @@ impl Stripe {
 
     /// An invoice: only a paid creation or renewal of a subscription grants; the product
     /// and period come from its subscription line.
-    fn invoice_paid(&self, invoice: &Value) -> Result<Effect, ParseError> {
+    fn invoice_paid(
+        &self,
+        invoice: &Value,
+        unmapped: &impl Fn(String) -> ParseError,
+    ) -> Result<Effect, ParseError> {
         let reason = invoice["billing_reason"].as_str().unwrap_or_default();
         if !matches!(reason, "subscription_create" | "subscription_cycle") {
             return Ok(Effect::Ignored {
@@ -253,19 +329,25 @@ impl Stripe {
             .prices
             .product_of(&price)
             .filter(|p| p.kind == ProductKind::Subscription)
-            .ok_or(ParseError::UnknownProduct(price))?;
+            .ok_or_else(|| unmapped(price))?;
         let period_start = line["period"]["start"]
             .as_i64()
             .ok_or_else(|| malformed("a line without period.start"))?;
         let period_end = line["period"]["end"]
             .as_i64()
             .ok_or_else(|| malformed("a line without period.end"))?;
-        // Present only where the invoice's payments are included (expanded).
-        let payment_id = invoice["payments"]["data"].as_array().and_then(|payments| {
-            payments
-                .iter()
-                .find_map(|p| id_of(&p["payment"]["payment_intent"]))
-        });
+        let invoice_id = text(&invoice["id"]).ok_or_else(|| malformed("an invoice without id"))?;
+        // An invoice whose payments were included (expanded, as an API read returns it)
+        // names its PaymentIntent; a webhook's does not, and `invoice_payment.paid` does.
+        let paid_by = invoice["payments"]["data"]
+            .as_array()
+            .and_then(|payments| {
+                payments
+                    .iter()
+                    .find_map(|p| id_of(&p["payment"]["payment_intent"]))
+            })
+            .map(|payment_id| PaidBy::Payment { payment_id })
+            .unwrap_or(PaidBy::Invoice { invoice_id });
         Ok(Effect::PeriodPaid(PeriodPaid {
             payer: Payer {
                 user_id: text(&details["metadata"]["user_id"]),
@@ -275,7 +357,7 @@ impl Stripe {
             product_id: product.id.to_string(),
             period_start,
             period_end,
-            payment_id,
+            paid_by,
             amount: Some(amount_paid),
         }))
     }
@@ -311,14 +393,79 @@ impl Stripe {
                 || subscription["cancel_at"].is_i64(),
         }))
     }
+}
 
-    fn post(&self, path: &str) -> Result<reqwest::RequestBuilder, ClientError> {
+/// `invoice_payment.paid`: the InvoicePayment object ties `invoice` to
+/// `payment.payment_intent` (a payment by a bare charge names `payment.charge`, which
+/// refunds and disputes then carry instead).
+fn invoice_payment(object: &Value) -> Result<Effect, ParseError> {
+    if object["status"].as_str().is_some_and(|s| s != "paid") {
+        return Ok(Effect::Ignored {
+            why: "an invoice payment that is not paid".into(),
+        });
+    }
+    let payment = &object["payment"];
+    let payment_id = id_of(&payment["payment_intent"])
+        .or_else(|| id_of(&payment["charge"]))
+        .ok_or_else(|| malformed("an invoice payment without its payment"))?;
+    Ok(Effect::InvoicePayment(InvoicePayment {
+        invoice_id: id_of(&object["invoice"])
+            .ok_or_else(|| malformed("an invoice payment without its invoice"))?,
+        payment_id,
+        amount: object["amount_paid"].as_i64(),
+    }))
+}
+
+impl StripeApi {
+    pub fn new(
+        http: LazyClient,
+        base_url: &str,
+        api_version: &str,
+        secret_key: Secret,
+        prices: ProductIds,
+    ) -> Self {
+        Self {
+            http,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            api_version: api_version.to_string(),
+            secret_key,
+            prices,
+        }
+    }
+
+    fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> Result<reqwest::RequestBuilder, ClientError> {
         Ok(self
             .http
             .get()?
-            .post(format!("{}{path}", self.base_url))
+            .request(method, format!("{}{path}", self.base_url))
             .bearer_auth(self.secret_key.expose())
             .header("Stripe-Version", &self.api_version))
+    }
+
+    /// Cancels a subscription immediately (`DELETE /v1/subscriptions/{id}`, without
+    /// `invoice_now` or `prorate`: no final invoice, no credit for the unused time). A
+    /// subscription Stripe no longer knows (404) counts as canceled.
+    pub async fn cancel_subscription(&self, subscription_id: &str) -> Result<(), ProviderError> {
+        let request = self
+            .request(
+                reqwest::Method::DELETE,
+                &format!("/v1/subscriptions/{}", super::url_segment(subscription_id)),
+            )?
+            // The same cancel retried is one cancel.
+            .header("Idempotency-Key", format!("cancel-{subscription_id}"));
+        match super::send_json(Provider::Stripe, request).await {
+            Ok(_) => Ok(()),
+            Err(ProviderError::Upstream(e)) if super::is_not_found(&e) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn post(&self, path: &str) -> Result<reqwest::RequestBuilder, ClientError> {
+        self.request(reqwest::Method::POST, path)
     }
 
     /// Creates a Checkout Session: `mode` payment or subscription, the configured price,
@@ -490,13 +637,9 @@ mod tests {
         }
     }
 
-    fn stripe() -> Stripe {
-        Stripe::new(
-            LazyClient::new(std::time::Duration::from_secs(1)),
-            "http://127.0.0.1:9",
+    fn stripe() -> EventReader {
+        EventReader::new(
             "2025-03-31.basil",
-            Secret::new("sk_test"),
-            Secret::new(SECRET),
             ProductIds::from_pairs(&[("pro_monthly", "price_month"), ("credits_100", "price_100")]),
         )
     }

@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 use super::keys::{self, PROFILE};
 use super::ledger::{number, parse_time, put_new, rfc3339};
 use super::tx::{Role, Tx};
-use super::users::{item_key, to_item};
+use super::users::{LIVE, check_live, item_key, to_item};
 use super::{DynamoStore, StoreError, landed};
 use crate::domain::audit::{AuditAction, AuditRecord, Origin};
 use crate::domain::secrets::MAX_API_KEYS;
@@ -152,9 +152,9 @@ impl DynamoStore {
             .table_name(&self.table)
             .set_key(Some(item_key(keys::user_pk(user), PROFILE)))
             .update_expression("SET api_keys = if_not_exists(api_keys, :zero) + :one")
-            .condition_expression(
-                "session_version = :sv AND (attribute_not_exists(api_keys) OR api_keys < :max)",
-            )
+            .condition_expression(format!(
+                "session_version = :sv AND {LIVE} AND (attribute_not_exists(api_keys) OR api_keys < :max)"
+            ))
             .expression_attribute_values(":zero", number(0))
             .expression_attribute_values(":one", number(1))
             .expression_attribute_values(":sv", number(session_version as i64))
@@ -250,21 +250,15 @@ impl DynamoStore {
                 .map(|o| item_key(lookup_pk(&o.hash), "APIKEY")),
         );
         let found = self.batch_get(wanted).await?;
-        let current = found.iter().any(|item| {
-            item.get("sk")
-                .and_then(|v| v.as_s().ok())
-                .map(String::as_str)
-                == Some(PROFILE)
-                && item
-                    .get("session_version")
-                    .and_then(|v| v.as_n().ok())
-                    .and_then(|n| n.parse::<u64>().ok())
-                    == Some(session_version)
-                && !item.contains_key("deleted_at")
-        });
-        if !current {
-            return Err(StoreError::SessionRevoked);
-        }
+        check_live(
+            found.iter().find(|item| {
+                item.get("sk")
+                    .and_then(|v| v.as_s().ok())
+                    .map(String::as_str)
+                    == Some(PROFILE)
+            }),
+            Some(session_version),
+        )?;
         let last_used = |hash: &str| {
             found
                 .iter()
@@ -305,7 +299,9 @@ impl DynamoStore {
             .table_name(&self.table)
             .set_key(Some(item_key(keys::user_pk(user), PROFILE)))
             .update_expression("SET api_keys = api_keys - :one")
-            .condition_expression("session_version = :sv AND api_keys > :zero")
+            .condition_expression(format!(
+                "session_version = :sv AND {LIVE} AND api_keys > :zero"
+            ))
             .expression_attribute_values(":one", number(1))
             .expression_attribute_values(":zero", number(0))
             .expression_attribute_values(":sv", number(session_version as i64))

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use super::keys::{self, PK, PROFILE, SK};
 use super::ledger::{BalanceChange, number, parse_time, put_new, rfc3339};
 use super::tx::{Role, Tx};
-use super::users::{Item, decode_cursor, from_item, item_key, to_item};
+use super::users::{Item, LIVE, check_live, decode_cursor, from_item, item_key, to_item};
 use super::{DynamoStore, StoreError, sdk_error};
 use crate::domain::generation::{
     Generation, GenerationError, GenerationRequest, Status, StoredImage,
@@ -282,21 +282,38 @@ impl DynamoStore {
             }),
             Err(StoreError::ConditionFailed("idempotency")) => {
                 let (sk, fingerprint) = new.idempotency.as_ref().expect("only with a key");
-                self.replay(new.user, sk, fingerprint).await
+                self.replay(new.user, new.session_version, sk, fingerprint)
+                    .await
             }
             Err(e) => Err(e),
         }
     }
 
-    /// The generation an earlier request with this key made, if the body was the same.
+    /// The generation an earlier request with this key made, if the body was the same and
+    /// the caller may still act: the record is read with the profile, and a revoked session
+    /// or a deleted account is refused before anything of the generation is returned.
     async fn replay(
         &self,
         user: UserId,
+        session_version: Option<u64>,
         sk: &str,
         fingerprint: &str,
     ) -> Result<Accepted, StoreError> {
-        let record: Option<IdempotencyItem> =
-            self.get_item_as(item_key(keys::user_pk(user), sk)).await?;
+        let items = self
+            .batch_get(vec![
+                item_key(keys::user_pk(user), PROFILE),
+                item_key(keys::user_pk(user), sk),
+            ])
+            .await?;
+        check_live(
+            items.iter().find(|i| sk_of(i) == Some(PROFILE)),
+            session_version,
+        )?;
+        let record = items
+            .into_iter()
+            .find(|i| sk_of(i) == Some(sk))
+            .map(from_item::<IdempotencyItem>)
+            .transpose()?;
         let Some(record) = record else {
             // Freed (an enqueue failed) between our write and this read: ask again.
             return Err(StoreError::Contention);
@@ -411,18 +428,10 @@ impl DynamoStore {
         let profile = item_key(keys::user_pk(user), PROFILE);
         let generation = item_key(keys::user_pk(user), &gen_sk(id));
         let items = self.batch_get(vec![profile, generation]).await?;
-        let profile = items.iter().find(|i| sk_of(i) == Some(PROFILE));
-        let user_ok = profile.is_some_and(|p| {
-            session_version.is_none_or(|expected| {
-                p.get("session_version")
-                    .and_then(|v| v.as_n().ok())
-                    .and_then(|n| n.parse::<u64>().ok())
-                    == Some(expected)
-            })
-        });
-        if !user_ok {
-            return Err(StoreError::SessionRevoked);
-        }
+        check_live(
+            items.iter().find(|i| sk_of(i) == Some(PROFILE)),
+            session_version,
+        )?;
         items
             .into_iter()
             .find(|i| sk_of(i).is_some_and(|sk| sk.starts_with(GEN_PREFIX)))
@@ -540,9 +549,9 @@ impl DynamoStore {
             );
         check = match session_version {
             Some(version) => check
-                .condition_expression("session_version = :sv")
+                .condition_expression(format!("session_version = :sv AND {LIVE}"))
                 .expression_attribute_values(":sv", number(version as i64)),
-            None => check.condition_expression("attribute_exists(pk)"),
+            None => check.condition_expression(format!("attribute_exists(pk) AND {LIVE}")),
         };
         tx.push(
             TransactWriteItem::builder()

@@ -150,8 +150,9 @@ impl DynamoStore {
     }
 
     /// Adds the items of `change` to `tx`: the balance update (conditioned on the user
-    /// existing, the balance covering a debit and, when given, the session version), the
-    /// ledger row, and with `guarded` a guard item keyed by the reference.
+    /// existing, the balance covering a debit and, when given, the session version; a debit
+    /// or a session's change also on the account not being deleted), the ledger row, and
+    /// with `guarded` a guard item keyed by the reference.
     pub(crate) fn push_change(
         &self,
         tx: &mut Tx,
@@ -160,8 +161,58 @@ impl DynamoStore {
         guarded: bool,
         now: OffsetDateTime,
     ) -> LedgerId {
+        // A request acts for a live account only: a debit always comes from one.
+        let live = change.covered || expected_session.is_some();
+        self.push_balance(tx, change, expected_session, guarded, live, now)
+    }
+
+    /// Like [`push_change`](Self::push_change), refused (`AccountDeleted`) for a deleted
+    /// account: a change made on the account's behalf, such as a worker's refund.
+    pub(crate) fn push_live_change(
+        &self,
+        tx: &mut Tx,
+        change: &BalanceChange,
+        now: OffsetDateTime,
+    ) -> LedgerId {
+        self.push_balance(tx, change, None, false, true, now)
+    }
+
+    /// A check that the user's account is not deleted (`AccountDeleted`), for a
+    /// transaction that does not change the balance.
+    pub(crate) fn push_live_check(&self, tx: &mut Tx, user: UserId) {
+        let check = aws_sdk_dynamodb::types::ConditionCheck::builder()
+            .table_name(&self.table)
+            .key(PK, AttributeValue::S(keys::user_pk(user)))
+            .key(SK, AttributeValue::S(PROFILE.into()))
+            .condition_expression(format!("attribute_exists(pk) AND {}", super::users::LIVE))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .expect("table, key and condition are set");
+        tx.push(
+            TransactWriteItem::builder().condition_check(check).build(),
+            Role::Balance {
+                user,
+                expected_session: None,
+                cost: None,
+            },
+        );
+    }
+
+    fn push_balance(
+        &self,
+        tx: &mut Tx,
+        change: &BalanceChange,
+        expected_session: Option<u64>,
+        guarded: bool,
+        live: bool,
+        now: OffsetDateTime,
+    ) -> LedgerId {
         let mut condition = String::from("attribute_exists(pk)");
         let mut values = HashMap::from([(":d".to_string(), number(change.delta))]);
+        if live {
+            condition.push_str(" AND ");
+            condition.push_str(super::users::LIVE);
+        }
         if change.covered {
             condition.push_str(" AND credits >= :cost");
             values.insert(":cost".into(), number(-change.delta));

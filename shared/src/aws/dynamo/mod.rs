@@ -8,6 +8,7 @@ pub mod admin;
 pub mod api_keys;
 pub mod audit;
 pub mod cancel;
+pub mod deletion;
 pub mod generations;
 pub mod hooks;
 mod keys;
@@ -34,6 +35,10 @@ pub enum StoreError {
     InsufficientCredits,
     #[error("the session was revoked")]
     SessionRevoked,
+    /// The account is deleted: nothing acts for it any more (401 on a request; a payment
+    /// event for it is held for an operator; a worker's finish stores nothing).
+    #[error("the account is deleted")]
+    AccountDeleted,
     #[error("not found")]
     NotFound,
     #[error("already applied")]

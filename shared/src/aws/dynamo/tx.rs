@@ -34,6 +34,10 @@ pub(crate) enum Role {
         attribute: &'static str,
         max: i64,
     },
+    /// A profile update with conditions of its own (what the profile shows): fails with
+    /// `AccountDeleted` on a deleted account, `NotFound` without one, else
+    /// `ConditionFailed("profile")` (the caller plans again from a fresh read).
+    Profile { user: UserId },
     /// A reference-keyed guard: fails when the change was applied already.
     Guard,
     /// Any other conditioned item; its name is reported.
@@ -142,6 +146,17 @@ impl DynamoStore {
         match role {
             Role::Guard => Ok(Some(StoreError::AlreadyApplied)),
             Role::Named(name) => Ok(Some(StoreError::ConditionFailed(name))),
+            Role::Profile { user } => {
+                let old = match reason.item() {
+                    Some(item) => Some(item.clone()),
+                    None => self.get_user_item(user).await?,
+                };
+                Ok(Some(match old {
+                    None => StoreError::NotFound,
+                    Some(old) if super::users::is_deleted(&old) => StoreError::AccountDeleted,
+                    Some(_) => StoreError::ConditionFailed("profile"),
+                }))
+            }
             Role::Balance {
                 user,
                 expected_session,
@@ -190,6 +205,11 @@ fn balance_failure(
             None => StoreError::NotFound,
         });
     };
+    // A deleted account is refused whatever the token: its version moved on too, but a
+    // token naming the new one must not act either.
+    if super::users::is_deleted(old) {
+        return Some(StoreError::AccountDeleted);
+    }
     let number = |name: &str| {
         old.get(name)
             .and_then(|v| v.as_n().ok())

@@ -19,6 +19,38 @@ use crate::domain::user::{Profile, User};
 
 pub(crate) type Item = HashMap<String, AttributeValue>;
 
+/// The condition of every write that acts for a user (a debit, an upload, a worker's
+/// finish, a payment's grant): the account is not deleted. Deleting marks the profile
+/// first, so from that write on nothing acts for it, whatever token or key it comes with.
+pub(crate) const LIVE: &str = "attribute_not_exists(deleted_at)";
+
+/// Whether a profile item is a deleted account's tombstone.
+pub(crate) fn is_deleted(profile: &Item) -> bool {
+    profile.contains_key("deleted_at")
+}
+
+/// The check of every read that acts for a user: the profile exists, is not deleted and,
+/// for a session, names the session's version (`None`: an API key, looked up already).
+pub(crate) fn check_live(
+    profile: Option<&Item>,
+    session_version: Option<u64>,
+) -> Result<(), StoreError> {
+    let Some(profile) = profile else {
+        return Err(StoreError::SessionRevoked);
+    };
+    if is_deleted(profile) {
+        return Err(StoreError::AccountDeleted);
+    }
+    let current = profile
+        .get("session_version")
+        .and_then(|v| v.as_n().ok())
+        .and_then(|n| n.parse::<u64>().ok());
+    match session_version {
+        Some(expected) if current != Some(expected) => Err(StoreError::SessionRevoked),
+        _ => Ok(()),
+    }
+}
+
 /// A sign-in by an external identity (`provider`, `subject`).
 #[derive(Debug, Clone)]
 pub struct SignIn {
@@ -188,101 +220,58 @@ impl DynamoStore {
         }
     }
 
-    /// Deletes the account: its generations, uploads and request records go; its
-    /// identities go; the profile keeps only the balance (so the ledger still adds up) and
-    /// its sessions are revoked. Ledger rows and payment records stay: they hold no
-    /// personal data. Conditioned on the caller's session being current.
-    pub async fn delete_account(
-        &self,
-        user: UserId,
-        session_version: u64,
-    ) -> Result<(), StoreError> {
-        let Some(item) = self
-            .get_item_as::<UserItem>(item_key(keys::user_pk(user), PROFILE))
-            .await?
-        else {
-            return Err(StoreError::NotFound);
-        };
-        if item.session_version != session_version || item.deleted_at.is_some() {
-            return Err(StoreError::SessionRevoked);
-        }
-        // Personal content first: retried safely if the last step fails.
-        let everything = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", AttributeValue::S(keys::user_pk(user)))
-            .projection_expression("pk, sk");
-        for item in self.query_all(everything).await? {
-            let Some(sk) = item.get(SK).and_then(|v| v.as_s().ok()) else {
-                continue;
-            };
-            let personal = ["GEN#", "UPLOAD#", "IDEMP#", "RATE#"]
-                .iter()
-                .any(|p| sk.starts_with(p));
-            if personal {
-                self.client
-                    .delete_item()
-                    .table_name(&self.table)
-                    .set_key(Some(item_key(keys::user_pk(user), sk)))
-                    .send()
-                    .await
-                    .map_err(sdk_error)?;
-            }
-        }
-        let now = OffsetDateTime::now_utc();
-        let mut tx = Tx::default();
-        let anonymise = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(item_key(keys::user_pk(user), PROFILE)))
-            .update_expression(
-                "SET #n = :gone, deleted_at = :now, session_version = session_version + :one, identities = :none REMOVE email, avatar_url, subscription, subscription_key",
-            )
-            .condition_expression("session_version = :sv")
-            .expression_attribute_names("#n", "name")
-            .expression_attribute_values(":gone", AttributeValue::S("deleted user".into()))
-            .expression_attribute_values(":now", AttributeValue::S(rfc3339(now)))
-            .expression_attribute_values(":one", AttributeValue::N("1".into()))
-            .expression_attribute_values(":none", AttributeValue::L(vec![]))
-            .expression_attribute_values(":sv", AttributeValue::N(session_version.to_string()))
-            .return_values_on_condition_check_failure(aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld)
-            .build()
-            .expect("table, key and expression are set");
-        tx.push(
-            TransactWriteItem::builder().update(anonymise).build(),
-            Role::Balance {
-                user,
-                expected_session: Some(session_version),
-                cost: None,
-            },
-        );
-        for identity in &item.identities {
-            let delete = aws_sdk_dynamodb::types::Delete::builder()
-                .table_name(&self.table)
-                .set_key(Some(item_key(identity.clone(), IDENTITY)))
-                .build()
-                .expect("table and key are set");
-            tx.push(
-                TransactWriteItem::builder().delete(delete).build(),
-                Role::Named("identity"),
-            );
-        }
-        self.execute(tx).await
-    }
-
     async fn user_of_identity(&self, sign_in: &SignIn) -> Result<Option<User>, StoreError> {
         let key = item_key(
             keys::identity_pk(&sign_in.provider, &sign_in.subject),
             IDENTITY,
         );
-        let Some(identity) = self.get_item_as::<IdentityItem>(key).await? else {
+        let Some(identity) = self.get_item_as::<IdentityItem>(key.clone()).await? else {
             return Ok(None);
         };
-        self.get_user(identity.user_id).await
+        let user = self.get_user_item(identity.user_id).await?;
+        if user.as_ref().is_some_and(is_deleted) {
+            // Its account was deleted and its clean-up has not removed the mapping yet:
+            // the identity is free, and signing in makes a new user.
+            let freed = self
+                .client
+                .delete_item()
+                .table_name(&self.table)
+                .set_key(Some(key))
+                .condition_expression("user_id = :u")
+                .expression_attribute_values(":u", AttributeValue::S(identity.user_id.to_string()))
+                .send()
+                .await;
+            return match freed {
+                Ok(_) => Ok(None),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+                {
+                    Ok(None)
+                }
+                Err(e) => Err(sdk_error(e)),
+            };
+        }
+        user.map(from_item::<UserItem>)
+            .transpose()
+            .map(|u| u.map(UserItem::into_user))
     }
 
-    /// The user, read strongly consistent (a logout must take effect at once).
+    /// The user a request acts for, read strongly consistent (a logout or a deletion takes
+    /// effect at once): refused when deleted or, for a session, revoked.
+    pub async fn acting_user(
+        &self,
+        id: UserId,
+        session_version: Option<u64>,
+    ) -> Result<User, StoreError> {
+        let item = self.get_user_item(id).await?;
+        check_live(item.as_ref(), session_version)?;
+        let item = item.expect("check_live refuses a missing profile");
+        Ok(from_item::<UserItem>(item)?.into_user())
+    }
+
+    /// The user, read strongly consistent (a logout must take effect at once); a deleted
+    /// account's tombstone too (for the operator).
     pub async fn get_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
         Ok(self
             .get_item_as::<UserItem>(item_key(keys::user_pk(id), PROFILE))
@@ -398,7 +387,7 @@ impl DynamoStore {
             .table_name(&self.table)
             .set_key(Some(item_key(keys::user_pk(user), PROFILE)))
             .update_expression("SET session_version = session_version + :one")
-            .condition_expression("session_version = :sv")
+            .condition_expression(format!("session_version = :sv AND {LIVE}"))
             .expression_attribute_values(":one", AttributeValue::N("1".into()))
             .expression_attribute_values(":sv", AttributeValue::N(current_version.to_string()))
             .send()

@@ -156,7 +156,8 @@ impl DynamoStore {
     /// the whole cost refunded; the images, the status, the refund and its ledger row in
     /// one transaction. The condition (still open, who may finish, and the number of
     /// images the caller read) makes a second finisher fail: `Ok(false)` means someone
-    /// else finished it or it changed meanwhile.
+    /// else finished it or it changed meanwhile. A holder's finish for a deleted account is
+    /// refused with `AccountDeleted` (its images are then nobody's to keep).
     pub async fn finish(
         &self,
         generation: &Generation,
@@ -221,10 +222,10 @@ impl DynamoStore {
             .build()
             .expect("table, key and expression are set");
         let mut tx = Tx::default();
-        tx.push(
-            TransactWriteItem::builder().update(update).build(),
-            Role::Named("open"),
-        );
+        // A worker's finish stores its images: never for a deleted account
+        // (`AccountDeleted`). The profile comes first, so a refused finish says so whatever
+        // else changed meanwhile (the deletion finishes open generations itself).
+        let for_live_account = matches!(finisher, Finisher::Holder(_));
         if refund > 0 {
             let amount = Credits::new(refund).map_err(|e| StoreError::Internal(e.into()))?;
             let change = BalanceChange::grant(
@@ -233,8 +234,18 @@ impl DynamoStore {
                 LedgerReason::Refund,
                 generation.id.to_string(),
             );
-            self.push_change(&mut tx, &change, None, false, now);
+            if for_live_account {
+                self.push_live_change(&mut tx, &change, now);
+            } else {
+                self.push_change(&mut tx, &change, None, false, now);
+            }
+        } else if for_live_account {
+            self.push_live_check(&mut tx, generation.user_id);
         }
+        tx.push(
+            TransactWriteItem::builder().update(update).build(),
+            Role::Named("open"),
+        );
         match self.execute(tx).await {
             Ok(()) => Ok(true),
             Err(StoreError::ConditionFailed("open")) => Ok(false),
