@@ -101,11 +101,12 @@ def sqs(file, trigger, queue, body, *, expect, note=None):
     }
 
 
-def schedule(file, trigger, rule, *, expect, note=None):
+def schedule(file, trigger, rule, *, expect, note=None, function="WorkerFunction",
+             rate="rate(1 minute)"):
     return {
         "file": file,
-        "function": "WorkerFunction",
-        "source": "Schedule rate(1 minute)",
+        "function": function,
+        "source": f"Schedule {rate}",
         "trigger": trigger,
         "args": ["cloudwatch", "scheduled-event", "--rule", rule],
         "edit": ("none", {}),
@@ -227,6 +228,10 @@ def spec():
             note="from the DLQ: a generation still open is finished and refunded; one already gone is acknowledged"),
         schedule("schedule.json", "Sweeper", "nano-banana-pro-ai-WorkerFunctionSweeper", expect={"response": True},
                  note="the one-minute sweep"),
+        schedule("schedule-deletion-sweep.json", "Sweep",
+                 "nano-banana-pro-ai-AccountDeletionSweepFunctionSweep", expect={"response": True},
+                 function="AccountDeletionSweepFunction", rate="rate(5 minutes)",
+                 note="the deletion sweep: finishes account deletions whose request died"),
         # --- payments -----------------------------------------------------------------
         http("apigw-v2-get-products.json", "WebhookFunction", "GET", "/v1/products", expect={"status": 200}),
         http("apigw-v2-post-checkout.json", "WebhookFunction", "POST", "/v1/checkout", token=True,
