@@ -105,37 +105,73 @@ fn origin_of(text: &str) -> Option<String> {
     Some(url.origin().ascii_serialization())
 }
 
-/// Which provider serves each model in this deployment. A model absent here is
-/// `available: false`; nothing falls back to another provider.
+/// Which providers host each model in this deployment, in failover order. A model absent
+/// here is `available: false`; nothing falls back to another model or to `local`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ModelProviders(HashMap<&'static str, ProviderKind>);
+pub struct ModelProviders(HashMap<&'static str, Vec<ProviderKind>>);
 
 impl ModelProviders {
-    /// `nano-banana=gemini,flux-kontext-pro=bfl`, or `*=local` for every model.
+    /// `model=provider[,provider...]` entries separated by commas, a provider list running
+    /// until the next `model=`: `nano-banana=gemini,flux-kontext-pro=bfl,replicate`. `*`
+    /// stands for every model, and a later entry for a model replaces an earlier one
+    /// (`*=local,sora-image=openai`). The built-in renderer serves alone: `local` in a list
+    /// with another host is refused, so no job fails over to it.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let mut map = HashMap::new();
-        for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (model, provider) = pair.split_once('=').ok_or_else(|| {
-                ConfigError(format!("MODEL_PROVIDERS: {pair:?} is not model=provider"))
-            })?;
-            let provider = ProviderKind::parse(provider.trim()).ok_or_else(|| {
+        let mut entries: Vec<(&str, Vec<ProviderKind>)> = Vec::new();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (model, provider) = match part.split_once('=') {
+                Some((model, provider)) => (Some(model.trim()), provider.trim()),
+                None => (None, part),
+            };
+            let provider = ProviderKind::parse(provider).ok_or_else(|| {
                 ConfigError(format!("MODEL_PROVIDERS: unknown provider {provider:?}"))
             })?;
-            match model.trim() {
-                "*" => map.extend(MODELS.iter().map(|m| (m.id, provider))),
+            match model {
+                Some(model) => entries.push((model, vec![provider])),
+                None => {
+                    let (model, list) = entries.last_mut().ok_or_else(|| {
+                        ConfigError(format!(
+                            "MODEL_PROVIDERS: {part:?} does not follow a model=provider entry"
+                        ))
+                    })?;
+                    if list.contains(&provider) {
+                        return Err(ConfigError(format!(
+                            "MODEL_PROVIDERS: {model} lists {part} twice"
+                        )));
+                    }
+                    list.push(provider);
+                }
+            }
+        }
+        let mut map = HashMap::new();
+        for (model, list) in entries {
+            if list.len() > 1 && list.contains(&ProviderKind::Local) {
+                return Err(ConfigError(format!(
+                    "MODEL_PROVIDERS: {model} lists local with other hosts; the built-in \
+                     renderer serves only alone, never as a failover"
+                )));
+            }
+            match model {
+                "*" => map.extend(MODELS.iter().map(|m| (m.id, list.clone()))),
                 id => {
                     let model = MODELS.iter().find(|m| m.id == id).ok_or_else(|| {
                         ConfigError(format!("MODEL_PROVIDERS: unknown model {id:?}"))
                     })?;
-                    map.insert(model.id, provider);
+                    map.insert(model.id, list);
                 }
             }
         }
         Ok(Self(map))
     }
 
-    pub fn provider_for(&self, model_id: &str) -> Option<ProviderKind> {
-        self.0.get(model_id).copied()
+    /// The hosts of a model, in order (empty: not available).
+    pub fn providers_for(&self, model_id: &str) -> &[ProviderKind] {
+        self.0.get(model_id).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// Whether any host is listed for the model.
+    pub fn is_available(&self, model_id: &str) -> bool {
+        !self.providers_for(model_id).is_empty()
     }
 }
 
@@ -276,7 +312,7 @@ mod tests {
         assert_eq!(settings.rate_limit_per_minute, 10);
         assert_eq!(settings.generation_deadline, Duration::from_secs(900));
         assert!(!settings.dev_login);
-        assert_eq!(settings.model_providers.provider_for("nano-banana"), None);
+        assert!(!settings.model_providers.is_available("nano-banana"));
     }
 
     #[test]
@@ -299,15 +335,47 @@ mod tests {
     fn a_star_selects_one_provider_for_every_model() {
         let providers = ModelProviders::parse("*=local,sora-image=openai").unwrap();
         assert_eq!(
-            providers.provider_for("nano-banana"),
-            Some(ProviderKind::Local)
+            providers.providers_for("nano-banana"),
+            [ProviderKind::Local]
         );
         assert_eq!(
-            providers.provider_for("sora-image"),
-            Some(ProviderKind::OpenAi)
+            providers.providers_for("sora-image"),
+            [ProviderKind::OpenAi]
         );
         assert!(ModelProviders::parse("dall-e=openai").is_err());
         assert!(ModelProviders::parse("nano-banana=magic").is_err());
+    }
+
+    #[test]
+    fn a_model_takes_an_ordered_list_of_hosts_until_the_next_model() {
+        let providers = ModelProviders::parse(
+            "nano-banana=gemini,flux-kontext-pro=bfl,replicate,seedream-4.0=ark",
+        )
+        .unwrap();
+        assert_eq!(
+            providers.providers_for("nano-banana"),
+            [ProviderKind::Gemini]
+        );
+        assert_eq!(
+            providers.providers_for("flux-kontext-pro"),
+            [ProviderKind::Bfl, ProviderKind::Replicate]
+        );
+        assert_eq!(providers.providers_for("seedream-4.0"), [ProviderKind::Ark]);
+        assert!(providers.providers_for("sora-image").is_empty());
+        assert!(!providers.is_available("sora-image"));
+    }
+
+    #[test]
+    fn local_never_joins_a_failover_list_and_a_list_needs_its_model() {
+        for text in [
+            "flux-kontext-pro=bfl,local",
+            "*=local,replicate",
+            "replicate",
+            "nano-banana=gemini,gemini",
+        ] {
+            assert!(ModelProviders::parse(text).is_err(), "{text}");
+        }
+        assert!(ModelProviders::parse("*=replicate,nano-banana=gemini,replicate").is_ok());
     }
 
     #[test]

@@ -208,6 +208,42 @@ pub const CATALOG: &[MetricSpec] = &[
         "deleted accounts whose clean-up failed again in a sweep",
     ),
     spec(
+        "SweeperRecovered",
+        Unit::Count,
+        &[],
+        "running generations whose lease expired (their worker died or ran out of time), sent again",
+    ),
+    spec(
+        "SweeperSkipped",
+        Unit::Count,
+        &[],
+        "open generations a sweep could not read or handle (logged with their key); the sweep went on",
+    ),
+    spec(
+        "RecordsDeferred",
+        Unit::Count,
+        &[],
+        "SQS records returned unclaimed: no whole attempt fitted in the invocation's time left",
+    ),
+    spec(
+        "WorkerInternalErrors",
+        Unit::Count,
+        &["Cause"],
+        "failures of ours during a job (store, panic, overrun), each retried after its backoff",
+    ),
+    spec(
+        "ProviderFailovers",
+        Unit::Count,
+        &["Provider", "Model"],
+        "images moved to the next host of their model after a transient failure of this one",
+    ),
+    spec(
+        "ProviderCircuitOpened",
+        Unit::Count,
+        &["Provider"],
+        "times a host's circuit opened: skipped for its cool-down after consecutive transient failures",
+    ),
+    spec(
         "ColdStarts",
         Unit::Count,
         &["Function"],

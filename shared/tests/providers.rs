@@ -21,7 +21,8 @@ use shared::outbound::LazyClient;
 use shared::providers::http::{self, AllowedHosts};
 use shared::providers::{
     ArkProvider, BflProvider, GeminiProvider, ImageProvider, ImageRequest, LocalRenderer,
-    OpenAiProvider, ProviderError, ProviderSettings, ReferenceImage, build_providers,
+    OpenAiProvider, ProviderError, ProviderSettings, ReferenceImage, ReplicateModels,
+    ReplicateProvider, build_providers,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -174,10 +175,7 @@ fn png(seed: &str) -> Vec<u8> {
 }
 
 fn reference(seed: &str) -> ReferenceImage {
-    ReferenceImage {
-        bytes: png(seed),
-        content_type: "image/png",
-    }
+    ReferenceImage::new(&png(seed), "image/png")
 }
 
 fn request<'a>(
@@ -256,7 +254,7 @@ async fn gemini_sends_prompt_references_and_ratio_and_returns_the_final_image() 
     assert_eq!(parts[1]["inline_data"]["mime_type"], "image/png");
     assert_eq!(
         parts[1]["inline_data"]["data"],
-        STANDARD.encode(&references[0].bytes)
+        STANDARD.encode(references[0].bytes())
     );
     assert_eq!(
         body["generationConfig"]["responseModalities"],
@@ -511,7 +509,7 @@ async fn bfl_polls_pending_pending_ready_then_downloads_the_sample() {
     assert_eq!(body["prompt"], "a banana wearing a tuxedo");
     assert_eq!(body["aspect_ratio"], "16:9");
     assert_eq!(body["output_format"], "png");
-    assert_eq!(body["input_image"], STANDARD.encode(&references[0].bytes));
+    assert_eq!(body["input_image"], STANDARD.encode(references[0].bytes()));
     for poll in &sent[1..4] {
         assert_eq!(poll.method, "GET");
         assert_eq!(poll.header("x-key"), Some("test-key-123"));
@@ -704,7 +702,7 @@ async fn ark_sends_a_seedream_request_without_watermark_and_returns_the_b64_imag
         images[1],
         format!(
             "data:image/png;base64,{}",
-            STANDARD.encode(&references[1].bytes)
+            STANDARD.encode(references[1].bytes())
         )
     );
 }
@@ -1092,6 +1090,400 @@ fn local_renderer_tints_from_a_reference_and_refuses_an_unreadable_one() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Replicate (predictions API, every model).
+
+fn replicate(fake: &Fake) -> ReplicateProvider {
+    ReplicateProvider::new(&fake.base, key(), ReplicateModels::default())
+        .unwrap()
+        .with_wait(5)
+        .with_poll_interval(Duration::from_millis(10))
+        .with_timeout(Duration::from_secs(5))
+        .with_loopback_http(true)
+}
+
+/// A prediction object as Replicate returns it.
+fn prediction(base: &str, status: &str, output: Value, error: Value) -> Value {
+    json!({
+        "id": "ufawqhfynnddngldkgtslldrkq",
+        "model": "black-forest-labs/flux-kontext-pro",
+        "version": "hidden",
+        "input": {},
+        "logs": "",
+        "output": output,
+        "error": error,
+        "status": status,
+        "created_at": "2025-06-01T12:00:00.000Z",
+        "urls": {
+            "cancel": format!("{base}/v1/predictions/ufawqhfynnddngldkgtslldrkq/cancel"),
+            "get": format!("{base}/v1/predictions/ufawqhfynnddngldkgtslldrkq"),
+        }
+    })
+}
+
+/// A Replicate fake: the create answers `created` (201) with the first of `statuses`; each
+/// poll answers the next (the last repeats); `succeeded` points at an output on the fake.
+async fn replicate_fake(statuses: &'static [&'static str], output: Vec<u8>) -> Fake {
+    let seen = AtomicUsize::new(0);
+    Fake::start(move |req, base| {
+        let answer = |n: usize| {
+            let status = statuses[n.min(statuses.len() - 1)];
+            let out = if status == "succeeded" {
+                json!([format!("{base}/delivery/pbxt/abc/output.png")])
+            } else {
+                Value::Null
+            };
+            prediction(base, status, out, Value::Null)
+        };
+        if req.method == "POST" && req.path.ends_with("/predictions") {
+            Reply::json(201, answer(seen.fetch_add(1, Ordering::SeqCst)))
+        } else if req.path.starts_with("/v1/predictions/") {
+            Reply::json(200, answer(seen.fetch_add(1, Ordering::SeqCst)))
+        } else if req.path.starts_with("/delivery/") {
+            Reply::bytes(200, "image/png", output.clone())
+        } else {
+            Reply::json(
+                404,
+                json!({ "title": "Not found", "detail": "Not found", "status": 404 }),
+            )
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn replicate_creates_a_prediction_with_prefer_wait_and_downloads_its_output_at_once() {
+    let image = png("replicate");
+    let fake = replicate_fake(&["succeeded"], image.clone()).await;
+    let references = [reference("edit me")];
+
+    let got = replicate(&fake)
+        .generate(&request(
+            "flux-kontext-pro",
+            AspectRatio::of(16, 9),
+            &references,
+        ))
+        .await
+        .unwrap();
+
+    assert_eq!(got, image);
+    let sent = fake.requests();
+    let paths: Vec<&str> = sent.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/v1/models/black-forest-labs/flux-kontext-pro/predictions",
+            "/delivery/pbxt/abc/output.png",
+        ]
+    );
+    let create = &sent[0];
+    assert_eq!(create.method, "POST");
+    assert_eq!(create.header("authorization"), Some("Bearer test-key-123"));
+    assert_eq!(create.header("prefer"), Some("wait=5"));
+    assert_eq!(create.header("content-type"), Some("application/json"));
+    assert_eq!(
+        create.header("content-length"),
+        Some(create.body.len().to_string().as_str()),
+        "the spliced body is sent with its length"
+    );
+    let body = create.json();
+    assert_eq!(body["input"]["prompt"], "a banana wearing a tuxedo");
+    assert_eq!(body["input"]["aspect_ratio"], "16:9");
+    assert_eq!(body["input"]["output_format"], "png");
+    assert_eq!(
+        body["input"]["input_image"],
+        format!(
+            "data:image/png;base64,{}",
+            STANDARD.encode(references[0].bytes())
+        )
+    );
+    assert_eq!(
+        sent[1].header("authorization"),
+        None,
+        "the token is not sent to the delivery host"
+    );
+}
+
+#[tokio::test]
+async fn replicate_polls_urls_get_while_starting_and_processing_until_succeeded() {
+    let fake = replicate_fake(&["starting", "processing", "succeeded"], png("poll")).await;
+
+    replicate(&fake)
+        .generate(&request("nano-banana", AspectRatio::SQUARE, &[]))
+        .await
+        .unwrap();
+
+    let sent = fake.requests();
+    let paths: Vec<&str> = sent.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/v1/models/google/nano-banana/predictions",
+            "/v1/predictions/ufawqhfynnddngldkgtslldrkq",
+            "/v1/predictions/ufawqhfynnddngldkgtslldrkq",
+            "/delivery/pbxt/abc/output.png",
+        ]
+    );
+    for poll in &sent[1..3] {
+        assert_eq!(poll.method, "GET");
+        assert_eq!(poll.header("authorization"), Some("Bearer test-key-123"));
+    }
+    assert!(sent[0].json()["input"].get("image_input").is_none());
+}
+
+#[tokio::test]
+async fn replicate_sends_each_model_the_input_its_family_takes() {
+    let fake = replicate_fake(&["succeeded"], png("families")).await;
+    let provider = replicate(&fake);
+    let references = [
+        reference("one"),
+        reference("two").with_url("https://bucket.s3.amazonaws.com/uploads/two?X-Amz-Signature=x"),
+    ];
+
+    for model in ["seedream-4.0", "nano-banana-pro"] {
+        provider
+            .generate(&request(model, AspectRatio::of(4, 3), &references))
+            .await
+            .unwrap();
+    }
+
+    let creates: Vec<Recorded> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .collect();
+    assert_eq!(
+        creates[0].path,
+        "/v1/models/bytedance/seedream-4/predictions"
+    );
+    let seedream = creates[0].json();
+    assert_eq!(seedream["input"]["size"], "2K");
+    assert_eq!(seedream["input"]["max_images"], 1);
+    assert_eq!(seedream["input"]["aspect_ratio"], "4:3");
+    let images = seedream["input"]["image_input"].as_array().unwrap();
+    assert_eq!(
+        images[0],
+        format!(
+            "data:image/png;base64,{}",
+            STANDARD.encode(references[0].bytes())
+        )
+    );
+    assert_eq!(
+        images[1], "https://bucket.s3.amazonaws.com/uploads/two?X-Amz-Signature=x",
+        "a reference with a signed URL is fetched by Replicate itself"
+    );
+    assert_eq!(
+        creates[1].path,
+        "/v1/models/google/nano-banana-pro/predictions"
+    );
+    assert_eq!(
+        creates[1].json()["input"]["image_input"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn replicate_failed_with_a_safety_error_is_a_permanent_refusal() {
+    let fake = Fake::start(|_, base| {
+        Reply::json(
+            201,
+            prediction(
+                base,
+                "failed",
+                Value::Null,
+                json!("E005: The input or output was flagged as sensitive. Please try again with different inputs."),
+            ),
+        )
+    })
+    .await;
+    let error = replicate(&fake)
+        .generate(&request("flux-kontext-pro", AspectRatio::SQUARE, &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), "content_refused", "{error}");
+    assert_eq!(fake.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn replicate_failed_while_starting_is_transient_and_other_failures_are_no_image() {
+    let timeout = Fake::always(|| {
+        Reply::json(
+            201,
+            prediction(
+                "https://api.replicate.com",
+                "failed",
+                Value::Null,
+                json!("E6716: Timeout starting prediction"),
+            ),
+        )
+    })
+    .await;
+    let broken = Fake::always(|| {
+        Reply::json(
+            201,
+            prediction(
+                "https://api.replicate.com",
+                "failed",
+                Value::Null,
+                json!("CUDA out of bounds"),
+            ),
+        )
+    })
+    .await;
+    let request = request("nano-banana", AspectRatio::SQUARE, &[]);
+    let transient = replicate(&timeout).generate(&request).await.unwrap_err();
+    let permanent = replicate(&broken).generate(&request).await.unwrap_err();
+    assert!(transient.is_transient(), "{transient}");
+    assert_eq!(code(&permanent), "no_image", "{permanent}");
+}
+
+#[tokio::test]
+async fn replicate_canceled_prediction_is_transient() {
+    let fake = replicate_fake(&["starting", "canceled"], Vec::new()).await;
+    let error = replicate(&fake)
+        .generate(&request("nano-banana", AspectRatio::SQUARE, &[]))
+        .await
+        .unwrap_err();
+    assert!(error.is_transient(), "{error}");
+}
+
+#[tokio::test]
+async fn replicate_invalid_input_422_is_permanent() {
+    let fake = Fake::always(|| {
+        Reply::json(
+            422,
+            json!({
+                "title": "Input validation failed",
+                "detail": "- input.aspect_ratio: aspect_ratio must be one of the following: ...",
+                "status": 422,
+                "invalid_fields": [{"type": "enum", "field": "input.aspect_ratio", "description": "..."}]
+            }),
+        )
+    })
+    .await;
+    let error = replicate(&fake)
+        .generate(&request("nano-banana", AspectRatio::SQUARE, &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), "invalid_input", "{error}");
+    assert!(error.to_string().contains("aspect_ratio"), "{error}");
+}
+
+#[tokio::test]
+async fn replicate_throttled_429_and_server_errors_are_transient() {
+    let throttled = Fake::always(|| {
+        Reply::json(
+            429,
+            json!({ "detail": "Request was throttled. Expected available in 1 second." }),
+        )
+    })
+    .await;
+    let down =
+        Fake::always(|| Reply::bytes(502, "text/html", b"<html>Bad gateway</html>".to_vec())).await;
+    let unpaid = Fake::always(|| {
+        Reply::json(402, json!({ "title": "Payment required", "detail": "You have insufficient credit", "status": 402 }))
+    })
+    .await;
+    let request = request("nano-banana", AspectRatio::SQUARE, &[]);
+    for fake in [&throttled, &down, &unpaid] {
+        let error = replicate(fake).generate(&request).await.unwrap_err();
+        assert!(error.is_transient(), "{error}");
+    }
+    let error = replicate(&throttled).generate(&request).await.unwrap_err();
+    assert!(error.to_string().contains("throttled"), "{error}");
+}
+
+#[tokio::test]
+async fn replicate_output_off_its_delivery_host_and_polling_off_its_api_host_are_refused() {
+    let foreign_output = Fake::always(|| {
+        Reply::json(
+            201,
+            prediction(
+                "http://127.0.0.1:9",
+                "succeeded",
+                json!("https://evil.example/output.png"),
+                Value::Null,
+            ),
+        )
+    })
+    .await;
+    let foreign_poll = Fake::always(|| {
+        Reply::json(
+            201,
+            prediction(
+                "https://metadata.evil.example",
+                "starting",
+                Value::Null,
+                Value::Null,
+            ),
+        )
+    })
+    .await;
+    let request = request("nano-banana", AspectRatio::SQUARE, &[]);
+    let not_fetched =
+        ReplicateProvider::new(&foreign_output.base, key(), ReplicateModels::default())
+            .unwrap()
+            .with_timeout(SHORT);
+    let error = not_fetched.generate(&request).await.unwrap_err();
+    assert_eq!(code(&error), "malformed_response", "{error}");
+    let error = replicate(&foreign_poll)
+        .generate(&request)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), "malformed_response", "{error}");
+    assert_eq!(
+        foreign_poll.requests().len(),
+        1,
+        "nothing was fetched from it"
+    );
+    assert!(
+        ReplicateProvider::new(
+            "https://api.replicate.com",
+            key(),
+            ReplicateModels::default()
+        )
+        .is_ok()
+    );
+    let delivery = AllowedHosts::new(shared::providers::replicate::DELIVERY_HOSTS.iter().copied());
+    assert!(
+        delivery
+            .check("https://pbxt.replicate.delivery/abc/out.png")
+            .is_ok()
+    );
+    assert!(
+        delivery
+            .check("https://replicate.delivery.evil.example/out.png")
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn replicate_sora_image_needs_a_configured_model() {
+    let fake = replicate_fake(&["succeeded"], png("sora")).await;
+    let error = replicate(&fake)
+        .generate(&request("sora-image", AspectRatio::SQUARE, &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), "invalid_input", "{error}");
+    assert!(fake.requests().is_empty());
+    let models = ReplicateModels::from_lookup(|name| {
+        (name == "REPLICATE_MODEL_SORA_IMAGE").then(|| "acme/gpt-image".to_string())
+    })
+    .unwrap();
+    ReplicateProvider::new(&fake.base, key(), models)
+        .unwrap()
+        .with_loopback_http(true)
+        .generate(&request("sora-image", AspectRatio::SQUARE, &[]))
+        .await
+        .unwrap();
+    let create = &fake.requests()[0];
+    assert_eq!(create.path, "/v1/models/acme/gpt-image/predictions");
+    assert_eq!(create.json()["input"]["number_of_images"], 1);
+}
+
+// ---------------------------------------------------------------------------------------
 // The download helper.
 
 const CAP: usize = 1024;
@@ -1262,21 +1654,29 @@ fn providers_are_built_per_model_and_unselected_models_are_unavailable() {
         ("ARK_API_KEY", "a"),
     ]);
     let providers = build_providers(&models, &ProviderSettings::default(), &mut secrets).unwrap();
-    let name = |model: &str| providers.for_model(model).map(|p| p.name());
-    assert_eq!(name("nano-banana"), Some("gemini"));
-    assert_eq!(name("nano-banana-pro"), Some("gemini"));
-    assert_eq!(name("sora-image"), Some("openai"));
-    assert_eq!(name("seedream-4.0"), Some("ark"));
-    assert_eq!(name("flux-kontext-max"), Some("local"));
+    let name = |model: &str| providers.chain(model).map(|c| c.names());
+    assert_eq!(name("nano-banana"), Some(vec!["gemini"]));
+    assert_eq!(name("nano-banana-pro"), Some(vec!["gemini"]));
+    assert_eq!(name("sora-image"), Some(vec!["openai"]));
+    assert_eq!(name("seedream-4.0"), Some(vec!["ark"]));
+    assert_eq!(name("flux-kontext-max"), Some(vec!["local"]));
     assert_eq!(
         name("flux-kontext-pro"),
         None,
         "no silent fallback to local"
     );
+    let first = |model: &str| providers.chain(model).unwrap().hosts()[0].clone();
     assert!(Arc::ptr_eq(
-        &providers.for_model("nano-banana").unwrap(),
-        &providers.for_model("nano-banana-pro").unwrap()
+        &first("nano-banana").provider,
+        &first("nano-banana-pro").provider
     ));
+    assert!(
+        Arc::ptr_eq(
+            &first("nano-banana").breaker,
+            &first("nano-banana-pro").breaker
+        ),
+        "one breaker per host, whatever model it serves"
+    );
     assert!(secrets.take("GEMINI_API_KEY").is_none(), "keys are taken");
 }
 
@@ -1291,8 +1691,8 @@ fn every_model_runs_locally_with_no_keys() {
     .unwrap();
     for model in shared::domain::catalog::MODELS {
         assert_eq!(
-            providers.for_model(model.id).map(|p| p.name()),
-            Some("local")
+            providers.chain(model.id).map(|c| c.names()),
+            Some(vec!["local"])
         );
     }
 }
@@ -1303,4 +1703,45 @@ fn a_provider_that_cannot_serve_a_model_is_a_configuration_error() {
     let mut secrets = Secrets::from_pairs([("BFL_API_KEY", "b")]);
     let error = build_providers(&models, &ProviderSettings::default(), &mut secrets).unwrap_err();
     assert!(error.to_string().contains("nano-banana"), "{error}");
+}
+
+#[test]
+fn a_model_with_two_hosts_gets_a_chain_in_that_order_and_each_host_needs_its_key() {
+    let models =
+        ModelProviders::parse("flux-kontext-pro=bfl,replicate,nano-banana=replicate").unwrap();
+    let mut secrets = Secrets::from_pairs([("BFL_API_KEY", "b"), ("REPLICATE_API_TOKEN", "r")]);
+    let providers = build_providers(&models, &ProviderSettings::default(), &mut secrets).unwrap();
+    assert_eq!(
+        providers.chain("flux-kontext-pro").map(|c| c.names()),
+        Some(vec!["bfl", "replicate"])
+    );
+    assert_eq!(
+        providers.chain("nano-banana").map(|c| c.names()),
+        Some(vec!["replicate"])
+    );
+    assert!(providers.chain("flux-kontext-max").is_none());
+
+    let mut without = Secrets::from_pairs([("BFL_API_KEY", "b")]);
+    let error = build_providers(&models, &ProviderSettings::default(), &mut without).unwrap_err();
+    assert!(error.to_string().contains("REPLICATE_API_TOKEN"), "{error}");
+}
+
+#[test]
+fn replicate_serves_sora_image_only_with_a_model_configured() {
+    let models = ModelProviders::parse("sora-image=openai,replicate").unwrap();
+    let mut secrets = Secrets::from_pairs([("OPENAI_API_KEY", "o"), ("REPLICATE_API_TOKEN", "r")]);
+    let error = build_providers(&models, &ProviderSettings::default(), &mut secrets).unwrap_err();
+    assert!(error.to_string().contains("sora-image"), "{error}");
+
+    let configured = settings(&[("REPLICATE_MODEL_SORA_IMAGE", "acme/gpt-image")]).unwrap();
+    let mut secrets = Secrets::from_pairs([("OPENAI_API_KEY", "o"), ("REPLICATE_API_TOKEN", "r")]);
+    let providers = build_providers(&models, &configured, &mut secrets).unwrap();
+    assert_eq!(
+        providers.chain("sora-image").map(|c| c.names()),
+        Some(vec!["openai", "replicate"])
+    );
+    assert_eq!(
+        settings(&[]).unwrap().replicate_base_url,
+        "https://api.replicate.com"
+    );
 }

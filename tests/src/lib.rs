@@ -262,9 +262,10 @@ pub fn worker_for(
     providers: shared::providers::Providers,
     adjust: impl FnOnce(&mut worker::WorkerConfig),
 ) -> Arc<worker::Worker> {
-    let mut worker = worker::Worker::new(&stack.services.settings, &stack.clients, providers);
-    adjust(&mut worker.config);
-    Arc::new(worker)
+    let worker = worker::Worker::new(&stack.services.settings, &stack.clients, providers);
+    let mut config = worker.config.clone();
+    adjust(&mut config);
+    Arc::new(worker.with_config(config))
 }
 
 /// An SQS event as Lambda delivers it, one record per job, from the queue (or the DLQ).
@@ -317,4 +318,175 @@ pub fn pump_queue(stack: &Stack, worker: Arc<worker::Worker>) -> tokio::task::Jo
         stack.clients.sqs.clone(),
         stack.queue_url.clone(),
     ))
+}
+
+type Script = dyn Fn(
+        &shared::providers::ImageRequest<'_>,
+        usize,
+    ) -> Result<Vec<u8>, shared::providers::ProviderError>
+    + Send
+    + Sync;
+
+/// A provider whose answers follow a script of (request, call number), counting its calls.
+pub struct Scripted {
+    name: &'static str,
+    pub calls: std::sync::atomic::AtomicUsize,
+    script: Box<Script>,
+}
+
+impl Scripted {
+    pub fn calls(&self) -> usize {
+        self.calls.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl shared::providers::ImageProvider for Scripted {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    async fn generate(
+        &self,
+        request: &shared::providers::ImageRequest<'_>,
+    ) -> Result<Vec<u8>, shared::providers::ProviderError> {
+        let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        (self.script)(request, call)
+    }
+}
+
+/// A provider named `scripted` answering through `script`.
+pub fn scripted(
+    script: impl Fn(
+        &shared::providers::ImageRequest<'_>,
+        usize,
+    ) -> Result<Vec<u8>, shared::providers::ProviderError>
+    + Send
+    + Sync
+    + 'static,
+) -> Arc<Scripted> {
+    named("scripted", script)
+}
+
+/// A scripted provider with a name of its own (a host in a failover chain).
+pub fn named(
+    name: &'static str,
+    script: impl Fn(
+        &shared::providers::ImageRequest<'_>,
+        usize,
+    ) -> Result<Vec<u8>, shared::providers::ProviderError>
+    + Send
+    + Sync
+    + 'static,
+) -> Arc<Scripted> {
+    Arc::new(Scripted {
+        name,
+        calls: std::sync::atomic::AtomicUsize::new(0),
+        script: Box::new(script),
+    })
+}
+
+/// Short worker times for tests that go through the real queue's backoffs and leases:
+/// an attempt of 4 s, a lease 1 s past it, retries after 1 s.
+pub fn short_times(config: &mut worker::WorkerConfig) {
+    config.references_budget = std::time::Duration::from_secs(1);
+    config.provider_timeout = std::time::Duration::from_secs(2);
+    config.store_budget = std::time::Duration::from_secs(1);
+    config.lease_margin = std::time::Duration::from_secs(1);
+    config.backoff = std::time::Duration::from_secs(1);
+    config.max_backoff = std::time::Duration::from_secs(2);
+    config.function_timeout = std::time::Duration::from_secs(10);
+}
+
+impl Stack {
+    /// The generation queue's ARN (what the Lambda event source puts in each record).
+    pub async fn queue_arn(&self) -> String {
+        local_runner::pump::queue_arn(&self.clients.sqs, &self.queue_url)
+            .await
+            .expect("the queue's ARN")
+    }
+
+    /// One receive from the real queue and one invocation of `worker`, as the Lambda
+    /// event source (and the local runner) does it; how many records the batch had.
+    pub async fn pump_once(&self, worker: &Arc<worker::Worker>) -> usize {
+        let arn = self.queue_arn().await;
+        local_runner::pump::pump_once(worker, &self.clients.sqs, &self.queue_url, &arn)
+            .await
+            .expect("one receive and its invocation")
+    }
+
+    /// Pumps until `done` holds for the generation or `within` passes; whether it held.
+    pub async fn pump_until(
+        &self,
+        worker: &Arc<worker::Worker>,
+        user: UserId,
+        id: shared::domain::GenerationId,
+        within: std::time::Duration,
+        done: impl Fn(&shared::domain::generation::Generation) -> bool,
+    ) -> bool {
+        let until = std::time::Instant::now() + within;
+        while std::time::Instant::now() < until {
+            if self.stored(user, id).await.is_some_and(|g| done(&g)) {
+                return true;
+            }
+            self.pump_once(worker).await;
+        }
+        self.stored(user, id).await.is_some_and(|g| done(&g))
+    }
+
+    /// The generation as stored.
+    pub async fn stored(
+        &self,
+        user: UserId,
+        id: shared::domain::GenerationId,
+    ) -> Option<shared::domain::generation::Generation> {
+        self.services
+            .store
+            .get_generation(user, id)
+            .await
+            .expect("reading the generation")
+    }
+}
+
+/// Signs in, creates a generation of `model` through the API (its message is then on the
+/// real queue); the token, the user and the generation's id.
+pub async fn accepted_generation(
+    stack: &Stack,
+    email: &str,
+    model: &str,
+    n: u32,
+    references: &[String],
+) -> (String, UserId, shared::domain::GenerationId) {
+    let (token, user) = dev_login(&stack.router, email).await;
+    let user = UserId::parse(user["id"].as_str().expect("a user id")).expect("a user id");
+    let id = accept(stack, &token, model, n, references).await;
+    (token, user, id)
+}
+
+/// Creates a generation for an existing user through the API; its id.
+pub async fn accept(
+    stack: &Stack,
+    token: &str,
+    model: &str,
+    n: u32,
+    references: &[String],
+) -> shared::domain::GenerationId {
+    let answer = send(
+        &stack.router,
+        request(
+            Method::POST,
+            "/v1/generations",
+            Some(token),
+            Some(serde_json::json!({
+                "model": model,
+                "prompt": "a fox in the snow",
+                "n": n,
+                "reference_images": references,
+            })),
+        ),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{:?}", answer.body);
+    shared::domain::GenerationId::parse(answer.body["id"].as_str().expect("an id"))
+        .expect("a generation id")
 }

@@ -3,44 +3,16 @@
 //! adapters have their own tests against fake servers (shared/tests/providers.rs).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
-use e2e_tests::{Stack, dev_login, png, request, send, sqs_event, stack, worker_for};
+use e2e_tests::{
+    Scripted, Stack, dev_login, png, request, scripted, send, sqs_event, stack, worker_for,
+};
 use serde_json::{Value, json};
+use shared::domain::generation::Status;
 use shared::domain::{GenerationId, UserId};
-use shared::providers::{ImageProvider, ImageRequest, ProviderError, Providers};
-use worker::Outcome;
-
-type Script = dyn Fn(&ImageRequest<'_>, usize) -> Result<Vec<u8>, ProviderError> + Send + Sync;
-
-/// A provider whose answers follow a script of (request, call number).
-struct Scripted {
-    calls: AtomicUsize,
-    script: Box<Script>,
-}
-
-#[async_trait::async_trait]
-impl ImageProvider for Scripted {
-    fn name(&self) -> &'static str {
-        "scripted"
-    }
-
-    async fn generate(&self, request: &ImageRequest<'_>) -> Result<Vec<u8>, ProviderError> {
-        let call = self.calls.fetch_add(1, Ordering::SeqCst);
-        (self.script)(request, call)
-    }
-}
-
-fn scripted(
-    script: impl Fn(&ImageRequest<'_>, usize) -> Result<Vec<u8>, ProviderError> + Send + Sync + 'static,
-) -> Arc<Scripted> {
-    Arc::new(Scripted {
-        calls: AtomicUsize::new(0),
-        script: Box::new(script),
-    })
-}
+use shared::providers::{ProviderError, Providers};
 
 fn serving(provider: &Arc<Scripted>) -> Providers {
     Providers::new().with("nano-banana", provider.clone())
@@ -83,6 +55,13 @@ async fn generation(stack: &Stack, token: &str, job: &Value) -> Value {
     .body
 }
 
+fn ids(job: &Value) -> (UserId, GenerationId) {
+    (
+        UserId::parse(job["user_id"].as_str().unwrap()).unwrap(),
+        GenerationId::parse(job["generation_id"].as_str().unwrap()).unwrap(),
+    )
+}
+
 fn refunds(ledger: &[Value]) -> Vec<i64> {
     ledger
         .iter()
@@ -112,7 +91,7 @@ async fn a_message_delivered_three_times_at_once_is_processed_once() {
         assert!(delivery.await.unwrap().batch_item_failures.is_empty());
     }
 
-    assert_eq!(provider.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(provider.calls(), 1);
     let generation = generation(&stack, &token, &job).await;
     assert_eq!(generation["status"], "succeeded");
     assert_eq!(generation["images"].as_array().unwrap().len(), 1);
@@ -153,7 +132,7 @@ async fn a_generation_claimed_by_a_worker_that_died_is_completed_after_its_lease
     assert!(redelivered.batch_item_failures.is_empty());
     let done = generation(&stack, &token, &job).await;
     assert_eq!(done["status"], "succeeded");
-    assert_eq!(provider.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(provider.calls(), 1);
 }
 
 #[tokio::test]
@@ -245,21 +224,29 @@ async fn a_transient_failure_then_success_keeps_the_first_image_and_charges_noth
         (1, call) if call < 2 => Err(ProviderError::Transient("HTTP 503".into())),
         _ => Ok(png(8, 8)),
     });
-    let worker = worker_for(&stack, serving(&provider), |c| c.images_in_parallel = 1);
+    let worker = worker_for(&stack, serving(&provider), |c| {
+        e2e_tests::short_times(c);
+        c.images_in_parallel = 1;
+    });
     let (token, job) = accepted(&stack, "transient@example.com", 2).await;
+    let (user, id) = ids(&job);
 
-    let first = worker
-        .handle_sqs(sqs_event(&stack, std::slice::from_ref(&job), false))
-        .await;
+    // Through the real queue: the first delivery fails transiently and is returned with
+    // its backoff; the redelivery makes the missing image.
+    stack.pump_once(&worker).await;
     let after_first = generation(&stack, &token, &job).await;
-    let second = worker
-        .handle_sqs(sqs_event(&stack, std::slice::from_ref(&job), false))
+    let succeeded = stack
+        .pump_until(&worker, user, id, Duration::from_secs(15), |g| {
+            g.status == Status::Succeeded
+        })
         .await;
 
-    assert_eq!(first.batch_item_failures.len(), 1, "returned for a retry");
+    assert!(
+        succeeded,
+        "the returned message was processed after its backoff"
+    );
     assert_eq!(after_first["status"], "running");
     assert_eq!(after_first["images"].as_array().unwrap().len(), 1);
-    assert!(second.batch_item_failures.is_empty());
     let done = generation(&stack, &token, &job).await;
     assert_eq!(done["status"], "succeeded");
     assert_eq!(done["refunded_credits"], 0);
@@ -285,7 +272,7 @@ async fn a_transient_failure_then_success_keeps_the_first_image_and_charges_noth
         "image 1 made by attempt 2"
     );
     assert_eq!(
-        provider.calls.load(Ordering::SeqCst),
+        provider.calls(),
         3,
         "only the missing image was asked again"
     );
@@ -296,20 +283,21 @@ async fn a_transient_failure_then_success_keeps_the_first_image_and_charges_noth
 async fn transient_failures_on_the_last_attempt_fail_and_refund() {
     let stack = stack("w-exhaust", |_| {}).await;
     let provider = scripted(|_, _| Err(ProviderError::Transient("HTTP 429".into())));
-    let worker = worker_for(&stack, serving(&provider), |c| c.max_attempts = 2);
+    let worker = worker_for(&stack, serving(&provider), |c| {
+        e2e_tests::short_times(c);
+        c.max_attempts = 2;
+    });
     let (token, job) = accepted(&stack, "exhaust@example.com", 1).await;
+    let (user, id) = ids(&job);
 
-    let first = worker
-        .run(&serde_json::from_value(job.clone()).unwrap())
-        .await
-        .unwrap();
-    let second = worker
-        .run(&serde_json::from_value(job.clone()).unwrap())
-        .await
-        .unwrap();
+    let ended = stack
+        .pump_until(&worker, user, id, Duration::from_secs(15), |g| {
+            g.status.is_final()
+        })
+        .await;
 
-    assert!(matches!(first, Outcome::Retry { .. }));
-    assert_eq!(second, Outcome::Done);
+    assert!(ended);
+    assert_eq!(provider.calls(), 2, "one call per attempt");
     let generation = generation(&stack, &token, &job).await;
     assert_eq!(generation["status"], "failed");
     assert_eq!(generation["error"]["code"], "provider_unavailable");
@@ -333,7 +321,7 @@ async fn a_dlq_record_of_a_generation_never_run_fails_it_and_refunds() {
     let generation = generation(&stack, &token, &job).await;
     assert_eq!(generation["status"], "failed");
     assert_eq!(generation["error"]["code"], "retries_exhausted");
-    assert_eq!(provider.calls.load(Ordering::SeqCst), 0);
+    assert_eq!(provider.calls(), 0);
     assert_eq!(refunds(&stack.ledger(&token).await), [2]);
 }
 
@@ -359,8 +347,8 @@ async fn the_sweeper_sends_again_a_generation_whose_message_was_never_sent() {
     assert_eq!(received.messages().len(), 1);
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
-    let first = worker.sweep().await.unwrap();
-    let second = worker.sweep().await.unwrap();
+    let first = worker.sweep().await;
+    let second = worker.sweep().await;
 
     assert_eq!(first.requeued, 1);
     assert_eq!(second.requeued, 0, "sent once per interval");
@@ -378,8 +366,8 @@ async fn the_sweeper_refunds_a_generation_past_its_deadline_once() {
     let (token, job) = accepted(&stack, "deadline@example.com", 1).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
 
-    let first = worker.sweep().await.unwrap();
-    let second = worker.sweep().await.unwrap();
+    let first = worker.sweep().await;
+    let second = worker.sweep().await;
 
     assert_eq!((first.finished, second.finished), (1, 0));
     let generation = generation(&stack, &token, &job).await;
@@ -400,7 +388,8 @@ async fn the_sam_sample_sqs_event_gets_a_well_formed_batch_response() {
         serde_json::from_str(&std::fs::read_to_string(root.join("events/sqs-hello.json")).unwrap())
             .unwrap();
 
-    let answer = worker.handle(event).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    let answer = worker.handle(event, deadline).await.unwrap();
 
     assert_eq!(answer, json!({"batchItemFailures": []}));
 }
@@ -416,13 +405,17 @@ async fn the_scheduled_event_runs_the_sweeper() {
         serde_json::from_str(&std::fs::read_to_string(root.join("events/schedule.json")).unwrap())
             .unwrap();
 
-    let answer = worker.handle(event).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    let answer = worker.handle(event, deadline).await.unwrap();
 
-    assert_eq!(answer, json!({"requeued": 0, "finished": 0}));
+    assert_eq!(
+        answer,
+        json!({"requeued": 0, "recovered": 0, "finished": 0, "skipped": 0})
+    );
 }
 
 #[tokio::test]
-async fn images_that_would_start_past_the_record_budget_are_left_for_the_next_delivery() {
+async fn images_that_would_start_past_the_provider_window_are_left_for_the_next_delivery() {
     let stack = stack("w-budget", |_| {}).await;
     let provider = scripted(|_, _| {
         std::thread::sleep(Duration::from_millis(1200));
@@ -430,7 +423,8 @@ async fn images_that_would_start_past_the_record_budget_are_left_for_the_next_de
     });
     let worker = worker_for(&stack, serving(&provider), |c| {
         c.images_in_parallel = 1;
-        c.record_budget = Duration::from_millis(1800);
+        c.references_budget = Duration::ZERO;
+        c.provider_timeout = Duration::from_millis(1800);
     });
     let (token, job) = accepted(&stack, "budget@example.com", 2).await;
 
@@ -443,7 +437,7 @@ async fn images_that_would_start_past_the_record_budget_are_left_for_the_next_de
         1,
         "the rest is retried, not cut off"
     );
-    assert_eq!(provider.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(provider.calls(), 1);
     let partial = generation(&stack, &token, &job).await;
     assert_eq!(partial["status"], "running");
     assert_eq!(partial["images"].as_array().unwrap().len(), 1);

@@ -86,7 +86,9 @@ async fn models(State(services): State<Arc<Services>>) -> Json<Items<ModelView>>
                 modes: m.modes,
                 max_reference_images: m.max_reference_images,
                 aspect_ratios: m.aspect_ratios,
-                available: providers.provider_for(m.id).is_some(),
+                // Any listed host makes it available; the worker refuses to start without
+                // the key of a host it lists.
+                available: providers.is_available(m.id),
             })
             .collect(),
     })
@@ -178,11 +180,10 @@ async fn create_generation(
 ) -> Result<Response, ApiError> {
     let request = validated(&services, &body).await?;
     let idempotency_key = idempotency_key(&headers)?;
-    if services
+    if !services
         .settings
         .model_providers
-        .provider_for(request.model.id)
-        .is_none()
+        .is_available(request.model.id)
     {
         return Err(ApiError::Unavailable(format!(
             "{} is not available in this deployment",

@@ -9,7 +9,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     })?;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
         let worker = worker.clone();
-        async move { worker.handle(event.payload).await }
+        let deadline = worker::deadline_from_epoch_ms(event.context.deadline);
+        async move { worker.handle(event.payload, deadline).await }
     }))
     .await
 }

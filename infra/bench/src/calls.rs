@@ -101,8 +101,9 @@ pub async fn run() -> anyhow::Result<Vec<Count>> {
         let counter = CallCounter::default();
         let worker = stack.worker(Some(&counter))?;
         let event = events::sqs(&stack.names.queue, &[events::job_body(&job)]);
+        let deadline = tokio::time::Instant::now() + worker.config.function_timeout;
         let response = worker
-            .handle(event)
+            .handle(event, deadline)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         anyhow::ensure!(

@@ -1,5 +1,5 @@
 //! Feeds the worker from the real queues the way the Lambda SQS event source does:
-//! batches of up to 10, partial batch failures (failed records stay and come back after
+//! batches of the template's size, each with an invocation's deadline, partial batch failures (failed records stay and come back after
 //! their visibility timeout), and SQS's own redrive to the DLQ after maxReceiveCount.
 
 use std::sync::Arc;
@@ -33,9 +33,12 @@ pub async fn pump(worker: Arc<Worker>, sqs: aws_sdk_sqs::Client, queue_url: Stri
         .map(Duration::from_millis)
         .unwrap_or_default();
     loop {
-        let handled = pump_once_with(&sqs, &queue_url, &arn, |event| async {
+        // Each batch is an invocation: the function's timeout from its receipt.
+        let deadline = tokio::time::Instant::now() + worker.config.function_timeout;
+        let batch = worker.config.records_in_parallel;
+        let handled = pump_batch_with(&sqs, &queue_url, &arn, batch, |event| async {
             tokio::time::sleep(delay).await;
-            worker.handle_sqs(event).await
+            worker.handle_sqs_until(event, deadline).await
         });
         if let Err(error) = handled.await {
             tracing::error!(
@@ -49,14 +52,34 @@ pub async fn pump(worker: Arc<Worker>, sqs: aws_sdk_sqs::Client, queue_url: Stri
 }
 
 /// One receive, one invocation, one delete of what succeeded. Returns how many records
-/// the batch had.
+/// the batch had. The invocation's deadline is the function's timeout from now, as
+/// Lambda gives it; a batch is at most `records_in_parallel` records (the template's
+/// `BatchSize`).
 pub async fn pump_once(
     worker: &Arc<Worker>,
     sqs: &aws_sdk_sqs::Client,
     queue_url: &str,
     arn: &str,
 ) -> anyhow::Result<usize> {
-    pump_once_with(sqs, queue_url, arn, |event| worker.handle_sqs(event)).await
+    let deadline = tokio::time::Instant::now() + worker.config.function_timeout;
+    let batch = worker.config.records_in_parallel;
+    pump_once_until(worker, sqs, queue_url, arn, batch, deadline).await
+}
+
+/// [`pump_once`] with the batch size and the invocation's deadline given (tests of the
+/// budget change them).
+pub async fn pump_once_until(
+    worker: &Arc<Worker>,
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    arn: &str,
+    batch: usize,
+    deadline: tokio::time::Instant,
+) -> anyhow::Result<usize> {
+    pump_batch_with(sqs, queue_url, arn, batch, |event| {
+        worker.handle_sqs_until(event, deadline)
+    })
+    .await
 }
 
 /// Polls the hooks queue until the process ends, delivering completion webhooks.
@@ -86,7 +109,8 @@ pub async fn pump_hooks(hooks: Arc<Hooks>, sqs: aws_sdk_sqs::Client, queue_url: 
     }
 }
 
-/// [`pump_once`] with any handler of an SQS batch (the worker's, the hooks').
+/// [`pump_once`] with any handler of an SQS batch (the worker's, the hooks'), up to 10
+/// records.
 pub async fn pump_once_with<F, Fut>(
     sqs: &aws_sdk_sqs::Client,
     queue_url: &str,
@@ -97,10 +121,27 @@ where
     F: FnOnce(SqsEvent) -> Fut,
     Fut: std::future::Future<Output = SqsBatchResponse>,
 {
+    pump_batch_with(sqs, queue_url, arn, 10, handle).await
+}
+
+/// One receive of up to `batch` records (at most 10), one call of `handle`, one delete of
+/// what succeeded; how many records the batch had.
+pub async fn pump_batch_with<F, Fut>(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    arn: &str,
+    batch: usize,
+    handle: F,
+) -> anyhow::Result<usize>
+where
+    F: FnOnce(SqsEvent) -> Fut,
+    Fut: std::future::Future<Output = SqsBatchResponse>,
+{
+    let batch = batch.clamp(1, 10) as i32;
     let received = sqs
         .receive_message()
         .queue_url(queue_url)
-        .max_number_of_messages(10)
+        .max_number_of_messages(batch)
         .wait_time_seconds(1)
         .message_system_attribute_names(MessageSystemAttributeName::All)
         .send()
@@ -182,16 +223,15 @@ pub async fn sweep_every(worker: Arc<Worker>, interval: Duration) {
     ticks.tick().await;
     loop {
         ticks.tick().await;
-        match worker.sweep().await {
-            Ok(report) if report.requeued + report.finished > 0 => {
-                tracing::info!(
-                    requeued = report.requeued,
-                    finished = report.finished,
-                    "swept"
-                )
-            }
-            Ok(_) => {}
-            Err(error) => tracing::error!(error = %error, "sweep failed"),
+        let report = worker.sweep().await;
+        if report.requeued + report.recovered + report.finished + report.skipped > 0 {
+            tracing::info!(
+                requeued = report.requeued,
+                recovered = report.recovered,
+                finished = report.finished,
+                skipped = report.skipped,
+                "swept"
+            );
         }
     }
 }

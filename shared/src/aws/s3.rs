@@ -29,6 +29,17 @@ pub struct ObjectInfo {
     pub size: i64,
 }
 
+/// What [`BlobStore::get`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Object {
+    Found(Vec<u8>),
+    Missing,
+    /// Over the limit asked for (at least `size` bytes): not read further.
+    TooLarge {
+        size: usize,
+    },
+}
+
 /// The image bucket.
 #[derive(Debug, Clone)]
 pub struct BlobStore {
@@ -139,9 +150,10 @@ impl BlobStore {
         Ok(())
     }
 
-    /// The object's bytes, refused past `max_bytes`.
-    pub async fn get(&self, key: &str, max_bytes: usize) -> Result<Option<Vec<u8>>, StoreError> {
-        let out = match self
+    /// The object's bytes, if it exists and holds at most `max_bytes` (checked against the
+    /// declared length first, then while it streams in).
+    pub async fn get(&self, key: &str, max_bytes: usize) -> Result<Object, StoreError> {
+        let mut out = match self
             .client
             .get_object()
             .bucket(&self.bucket)
@@ -150,21 +162,30 @@ impl BlobStore {
             .await
         {
             Ok(out) => out,
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
+                return Ok(Object::Missing);
+            }
             Err(e) => return Err(sdk_error(e)),
         };
-        if out.content_length.unwrap_or(0) as usize > max_bytes {
-            return Err(StoreError::Internal(anyhow::anyhow!(
-                "object {key} is over {max_bytes} bytes"
-            )));
+        let declared = out.content_length.unwrap_or(0).max(0) as usize;
+        if declared > max_bytes {
+            return Ok(Object::TooLarge { size: declared });
         }
-        let bytes = out
+        let mut bytes = Vec::with_capacity(declared);
+        while let Some(chunk) = out
             .body
-            .collect()
+            .try_next()
             .await
             .map_err(|e| StoreError::Unavailable(e.into()))?
-            .into_bytes();
-        Ok(Some(bytes.to_vec()))
+        {
+            if bytes.len() + chunk.len() > max_bytes {
+                return Ok(Object::TooLarge {
+                    size: bytes.len() + chunk.len(),
+                });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(Object::Found(bytes))
     }
 
     /// Deletes the objects (missing ones are fine), in batches of 1,000.

@@ -22,6 +22,8 @@ pub enum ProviderKind {
     Bfl,
     Ark,
     OpenAi,
+    /// Replicate's predictions API: an aggregator hosting every model (a second host).
+    Replicate,
     /// The built-in renderer: only where a deployment selects it explicitly.
     Local,
 }
@@ -33,6 +35,7 @@ impl ProviderKind {
             "bfl" => Self::Bfl,
             "ark" => Self::Ark,
             "openai" => Self::OpenAi,
+            "replicate" => Self::Replicate,
             "local" => Self::Local,
             _ => return None,
         })
@@ -44,6 +47,7 @@ impl ProviderKind {
             Self::Bfl => "bfl",
             Self::Ark => "ark",
             Self::OpenAi => "openai",
+            Self::Replicate => "replicate",
             Self::Local => "local",
         }
     }

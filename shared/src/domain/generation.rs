@@ -244,6 +244,10 @@ pub struct StoredImage {
     pub content_type: String,
     pub width: u32,
     pub height: u32,
+    /// The host that made it (`bfl`, `replicate`, ...); absent on images stored before
+    /// hosts were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
 }
 
 /// Why a generation failed, as the client sees it.
@@ -288,6 +292,9 @@ pub struct ImageView {
     pub content_type: String,
     pub width: u32,
     pub height: u32,
+    /// The host that made the image (failover may move an image to another host of the
+    /// same model); `null` for images stored before hosts were recorded.
+    pub provider: Option<String>,
 }
 
 /// The Generation object of API.md.
@@ -325,6 +332,7 @@ impl Generation {
                 content_type: i.content_type.clone(),
                 width: i.width,
                 height: i.height,
+                provider: i.provider.clone(),
             })
             .collect();
         images.sort_by_key(|i| i.index);

@@ -2,12 +2,10 @@
 
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::http::{self, malformed, parse_json, shorten, status_error};
+use super::http::{self, Splice, malformed, parse_json, shorten, status_error};
 use super::{ImageProvider, ImageRequest, PROVIDER_TIMEOUT, ProviderError, decode_image_base64};
 use crate::config::{ConfigError, Secret};
 use crate::domain::catalog::AspectRatio;
@@ -81,17 +79,12 @@ impl ArkProvider {
             "watermark": false,
             "sequential_image_generation": "disabled",
         });
+        // The job's one encoding of each reference, spliced in as the body is sent.
+        let mut splice = Splice::new();
         let mut images: Vec<Value> = request
             .references
             .iter()
-            .map(|r| {
-                format!(
-                    "data:{};base64,{}",
-                    r.content_type,
-                    STANDARD.encode(&r.bytes)
-                )
-                .into()
-            })
+            .map(|r| splice.hole(vec![r.data_url_prefix(), r.base64()]).into())
             .collect();
         // One reference is sent as a string, several as an array.
         match images.len() {
@@ -104,7 +97,8 @@ impl ArkProvider {
                 .get()?
                 .post(format!("{}/api/v3/images/generations", self.base_url))
                 .bearer_auth(self.api_key.expose())
-                .json(&body),
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(splice.body(&body)),
         )
         .await?;
         // Refusals come as 400 with an error object; read it before the status.

@@ -4,13 +4,11 @@
 
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::http::{
-    self, AllowedHosts, DEFAULT_MAX_DOWNLOAD_BYTES, error_detail, parse_json, status_error,
+    self, AllowedHosts, DEFAULT_MAX_DOWNLOAD_BYTES, Splice, error_detail, parse_json, status_error,
 };
 use super::{ImageProvider, ImageRequest, PROVIDER_TIMEOUT, ProviderError, check_image};
 use crate::config::{ConfigError, Secret};
@@ -89,15 +87,17 @@ impl BflProvider {
             "output_format": "png",
         });
         // Kontext edits one image; the catalog allows it at most one reference.
+        let mut splice = Splice::new();
         if let Some(reference) = request.references.first() {
-            body["input_image"] = STANDARD.encode(&reference.bytes).into();
+            body["input_image"] = splice.hole(vec![reference.base64()]).into();
         }
         let (status, answer) = http::send(
             self.client
                 .get()?
                 .post(format!("{}/v1/{endpoint}", self.base_url))
                 .header("x-key", self.api_key.expose())
-                .json(&body),
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(splice.body(&body)),
         )
         .await?;
         if !status.is_success() {

@@ -2,12 +2,10 @@
 
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::http::{self, error_detail, malformed, parse_json, status_error};
+use super::http::{self, Splice, error_detail, malformed, parse_json, status_error};
 use super::{ImageProvider, ImageRequest, PROVIDER_TIMEOUT, ProviderError, decode_image_base64};
 use crate::config::{ConfigError, Secret};
 use crate::outbound::LazyClient;
@@ -66,11 +64,13 @@ impl GeminiProvider {
                 code: "invalid_input",
                 message: format!("model {} is not served by Gemini", request.model),
             })?;
+        // The job's one encoding of each reference, spliced in as the body is sent.
+        let mut splice = Splice::new();
         let mut parts = vec![json!({ "text": request.prompt })];
         parts.extend(request.references.iter().map(|reference| {
             json!({ "inline_data": {
                 "mime_type": reference.content_type,
-                "data": STANDARD.encode(&reference.bytes),
+                "data": splice.hole(vec![reference.base64()]),
             }})
         }));
         let body = json!({
@@ -86,7 +86,8 @@ impl GeminiProvider {
                 .get()?
                 .post(url)
                 .header("x-goog-api-key", self.api_key.expose())
-                .json(&body),
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(splice.body(&body)),
         )
         .await?;
         if !status.is_success() {

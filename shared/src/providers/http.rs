@@ -306,3 +306,148 @@ pub(crate) fn base_url(text: &str, what: &str) -> Result<(String, String), Confi
     let host = url.host_str().ok_or_else(invalid)?.to_ascii_lowercase();
     Ok((url.as_str().trim_end_matches('/').to_owned(), host))
 }
+
+/// A JSON request body whose large string values (base64 references) are shared buffers
+/// spliced in as they are sent, so that each of a job's image calls sends the references
+/// its job encoded once without building a copy of them ([`super::ReferenceImage`]).
+///
+/// The JSON is built with a placeholder ([`Splice::hole`]) where each large value goes and
+/// serialized as usual (it is small); [`Splice::body`] then cuts it at the placeholders and
+/// interleaves the shared parts. A placeholder carries a random token, so no prompt can
+/// contain one by chance or design; the parts are base64 and `data:` prefixes, which JSON
+/// strings hold without escaping.
+pub(crate) struct Splice {
+    token: String,
+    holes: Vec<Vec<bytes::Bytes>>,
+}
+
+impl Splice {
+    pub(crate) fn new() -> Self {
+        Self {
+            token: format!("nbsplice{:032x}n", rand::random::<u128>()),
+            holes: Vec::new(),
+        }
+    }
+
+    /// A string to put in the JSON where the concatenation of `parts` belongs.
+    pub(crate) fn hole(&mut self, parts: Vec<bytes::Bytes>) -> String {
+        self.holes.push(parts);
+        format!("{}{}z", self.token, self.holes.len() - 1)
+    }
+
+    /// The body to send: `value` serialized, each placeholder replaced by its parts.
+    pub(crate) fn body(self, value: &serde_json::Value) -> reqwest::Body {
+        let text = value.to_string();
+        let mut chunks = Vec::with_capacity(1 + 2 * self.holes.len());
+        let mut holes: Vec<Option<Vec<bytes::Bytes>>> = self.holes.into_iter().map(Some).collect();
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find(&self.token) {
+            let after = &rest[at + self.token.len()..];
+            let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+            let hole = after[..digits]
+                .parse::<usize>()
+                .ok()
+                .filter(|_| after.as_bytes().get(digits) == Some(&b'z'))
+                .and_then(|i| holes.get_mut(i).and_then(Option::take));
+            let Some(parts) = hole else {
+                // Not one of ours (or used twice): keep the text as it is.
+                let keep = at + self.token.len();
+                chunks.push(bytes::Bytes::copy_from_slice(&rest.as_bytes()[..keep]));
+                rest = &rest[keep..];
+                continue;
+            };
+            chunks.push(bytes::Bytes::copy_from_slice(&rest.as_bytes()[..at]));
+            chunks.extend(parts);
+            rest = &after[digits + 1..];
+        }
+        chunks.push(bytes::Bytes::copy_from_slice(rest.as_bytes()));
+        reqwest::Body::wrap(Chunks::new(chunks))
+    }
+}
+
+/// A body made of shared chunks, of a known length (sent with `Content-Length`).
+struct Chunks {
+    chunks: std::collections::VecDeque<bytes::Bytes>,
+    remaining: u64,
+}
+
+impl Chunks {
+    fn new(chunks: Vec<bytes::Bytes>) -> Self {
+        let remaining = chunks.iter().map(|c| c.len() as u64).sum();
+        Self {
+            chunks: chunks.into_iter().filter(|c| !c.is_empty()).collect(),
+            remaining,
+        }
+    }
+}
+
+impl http_body::Body for Chunks {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let next = self.chunks.pop_front();
+        if let Some(chunk) = &next {
+            self.remaining -= chunk.len() as u64;
+        }
+        std::task::Poll::Ready(next.map(|chunk| Ok(http_body::Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn text(body: reqwest::Body) -> String {
+        let collected = http_body_util::BodyExt::collect(body).await.unwrap();
+        String::from_utf8(collected.to_bytes().to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_spliced_body_is_the_json_with_each_hole_filled_by_its_shared_parts() {
+        let shared = bytes::Bytes::from_static(b"QUJD");
+        let mut splice = Splice::new();
+        let one = splice.hole(vec![
+            bytes::Bytes::from_static(b"data:image/png;base64,"),
+            shared.clone(),
+        ]);
+        let two = splice.hole(vec![shared.clone()]);
+        let value = serde_json::json!({"prompt": "say \"hi\"", "images": [one, two]});
+
+        let body = splice.body(&value);
+        let size = http_body::Body::size_hint(&body).exact();
+        let text = text(body).await;
+
+        let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            parsed,
+            serde_json::json!({"prompt": "say \"hi\"", "images": ["data:image/png;base64,QUJD", "QUJD"]})
+        );
+        assert_eq!(size, Some(text.len() as u64));
+    }
+
+    #[tokio::test]
+    async fn a_prompt_that_imitates_a_placeholder_is_sent_as_written() {
+        let mut splice = Splice::new();
+        let hole = splice.hole(vec![bytes::Bytes::from_static(b"AAAA")]);
+        let imitation = "nbsplice00000000000000000000000000000000n0z".to_string();
+        let value = serde_json::json!({"prompt": imitation, "image": hole});
+
+        let parsed: serde_json::Value =
+            serde_json::from_str(&text(splice.body(&value)).await).unwrap();
+
+        assert_eq!(parsed["prompt"], imitation);
+        assert_eq!(parsed["image"], "AAAA");
+    }
+}

@@ -75,7 +75,7 @@ impl ImageProvider for LocalRenderer {
     async fn generate(&self, request: &ImageRequest<'_>) -> Result<Vec<u8>, ProviderError> {
         let prompt = request.prompt.to_owned();
         let (index, ratio) = (request.index, request.aspect_ratio);
-        let reference = request.references.first().map(|r| r.bytes.clone());
+        let reference = request.references.first().map(|r| r.bytes());
         // Decoding and encoding are CPU work: keep them off the async worker threads.
         tokio::task::spawn_blocking(move || {
             Self::render(&prompt, index, ratio, reference.as_deref())

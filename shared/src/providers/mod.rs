@@ -1,13 +1,18 @@
 //! Image providers: one trait, one adapter per upstream API, chosen per model by
-//! configuration (`MODEL_PROVIDERS`). Nothing falls back to another provider or to the
-//! built-in renderer: a model without a configured provider is not available.
+//! configuration (`MODEL_PROVIDERS`, an ordered list of hosts per model). A transient failure
+//! of one host moves the image to the next host of the same model ([`failover`]); nothing
+//! falls back to another model or to the built-in renderer: a model without a configured
+//! provider is not available.
 
 pub mod ark;
 pub mod bfl;
+pub mod failover;
 pub mod gemini;
 pub mod http;
 pub mod local;
 pub mod openai;
+mod reference;
+pub mod replicate;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -22,18 +27,13 @@ use crate::domain::catalog::{AspectRatio, MODELS, ProviderKind};
 
 pub use ark::ArkProvider;
 pub use bfl::BflProvider;
+pub use failover::{Breaker, BreakerPolicy, Chain, Host, Made};
 pub use gemini::GeminiProvider;
 pub use http::AllowedHosts;
 pub use local::LocalRenderer;
 pub use openai::OpenAiProvider;
-
-/// A reference image, read from S3 (the caller's own upload or result) and size-checked.
-#[derive(Debug, Clone)]
-pub struct ReferenceImage {
-    pub bytes: Vec<u8>,
-    /// Detected from the bytes.
-    pub content_type: &'static str,
-}
+pub use reference::ReferenceImage;
+pub use replicate::{ReplicateModels, ReplicateProvider};
 
 /// What to draw: one image per call.
 #[derive(Debug, Clone)]
@@ -74,6 +74,12 @@ pub trait ImageProvider: Send + Sync {
 
     /// One image's bytes (PNG, JPEG or WebP; the caller detects which from the bytes).
     async fn generate(&self, request: &ImageRequest<'_>) -> Result<Vec<u8>, ProviderError>;
+
+    /// Whether it fetches references from a URL itself ([`ReferenceImage::url`]) rather
+    /// than taking them inline; the worker then signs one for each.
+    fn fetches_references(&self) -> bool {
+        false
+    }
 }
 
 /// The longest a single provider call may take, polling included; the worker's budget per
@@ -86,6 +92,7 @@ pub const SECRET_NAMES: &[&str] = &[
     "BFL_API_KEY",
     "ARK_API_KEY",
     "OPENAI_API_KEY",
+    "REPLICATE_API_TOKEN",
 ];
 
 /// Where the providers are and how they are reached; keys are separate ([`Secrets`]).
@@ -99,6 +106,9 @@ pub struct ProviderSettings {
     /// Extra hosts the OpenAI-compatible endpoint's result URLs may point to
     /// (`OPENAI_RESULT_HOSTS`, comma-separated); its base URL's host is always allowed.
     pub openai_result_hosts: Vec<String>,
+    pub replicate_base_url: String,
+    /// The Replicate model serving each of ours (`REPLICATE_MODEL_*`).
+    pub replicate_models: ReplicateModels,
     /// `PROVIDER_ALLOW_LOOPBACK=1`: plain HTTP to loopback addresses, for base URLs and
     /// result URLs alike. Only for local fakes; never set in a deployment.
     pub allow_loopback: bool,
@@ -150,6 +160,8 @@ impl ProviderSettings {
                 .filter(|h| !h.is_empty())
                 .map(str::to_owned)
                 .collect(),
+            replicate_base_url: base("REPLICATE_BASE_URL", "https://api.replicate.com")?,
+            replicate_models: ReplicateModels::from_lookup(get)?,
             allow_loopback,
         })
     }
@@ -162,47 +174,89 @@ impl Default for ProviderSettings {
     }
 }
 
-/// The provider serving each model of this deployment, by our model id.
+/// The hosts serving each model of this deployment, by our model id, in failover order;
+/// one breaker per distinct adapter, shared by the models it serves.
 #[derive(Clone, Default)]
-pub struct Providers(HashMap<String, Arc<dyn ImageProvider>>);
+pub struct Providers {
+    chains: HashMap<String, Chain>,
+    policy: BreakerPolicy,
+}
 
 impl Providers {
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Serves `model` with `provider` (tests use it to plug in fakes).
+    /// Adds `provider` as the next host of `model` (tests use it to plug in fakes). An
+    /// adapter added for several models keeps one breaker.
     pub fn with(mut self, model: impl Into<String>, provider: Arc<dyn ImageProvider>) -> Self {
-        self.0.insert(model.into(), provider);
+        let breaker = self
+            .chains
+            .values()
+            .flat_map(|c| c.hosts())
+            .find(|h| Arc::ptr_eq(&h.provider, &provider))
+            .map(|h| Arc::clone(&h.breaker))
+            .unwrap_or_else(|| Arc::new(Breaker::new(self.policy)));
+        self.chains
+            .entry(model.into())
+            .or_default()
+            .push(Host { provider, breaker });
         self
     }
 
-    /// The provider for a model, or `None`: the model is not available here.
-    pub fn for_model(&self, model: &str) -> Option<Arc<dyn ImageProvider>> {
-        self.0.get(model).cloned()
+    /// Gives every host a fresh breaker with `policy` (tests shorten the cool-down).
+    pub fn with_breaker_policy(mut self, policy: BreakerPolicy) -> Self {
+        self.policy = policy;
+        let mut fresh: Vec<(Arc<dyn ImageProvider>, Arc<Breaker>)> = Vec::new();
+        for chain in self.chains.values_mut() {
+            let hosts: Vec<Host> = chain.hosts().to_vec();
+            let mut rebuilt = Chain::default();
+            for host in hosts {
+                let breaker = match fresh.iter().find(|(p, _)| Arc::ptr_eq(p, &host.provider)) {
+                    Some((_, b)) => Arc::clone(b),
+                    None => {
+                        let b = Arc::new(Breaker::new(policy));
+                        fresh.push((Arc::clone(&host.provider), Arc::clone(&b)));
+                        b
+                    }
+                };
+                rebuilt.push(Host {
+                    provider: host.provider,
+                    breaker,
+                });
+            }
+            *chain = rebuilt;
+        }
+        self
+    }
+
+    /// The hosts of a model, or `None`: the model is not available here.
+    pub fn chain(&self, model: &str) -> Option<&Chain> {
+        self.chains.get(model).filter(|c| !c.hosts().is_empty())
     }
 
     /// Whether a model has a provider.
     pub fn is_available(&self, model: &str) -> bool {
-        self.0.contains_key(model)
+        self.chain(model).is_some()
     }
 }
 
 impl fmt::Debug for Providers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut map = f.debug_map();
-        let mut models: Vec<_> = self.0.iter().collect();
+        let mut models: Vec<_> = self.chains.iter().collect();
         models.sort_by_key(|(model, _)| model.as_str());
-        for (model, provider) in models {
-            map.entry(model, &provider.name());
+        for (model, chain) in models {
+            map.entry(model, &chain.names());
         }
         map.finish()
     }
 }
 
-/// One adapter per provider kind that `model_providers` selects, shared by its models.
-/// A selected provider whose key is missing is an error naming the key: nothing falls back
-/// to another provider or to the local renderer. Keys are taken out of `secrets`.
+/// One adapter per provider kind that `model_providers` selects, shared by its models, in
+/// each model's order. A selected provider whose key is missing is an error naming the key:
+/// nothing falls back to another provider or to the local renderer. Keys are taken out of
+/// `secrets`.
 pub fn build_providers(
     model_providers: &ModelProviders,
     settings: &ProviderSettings,
@@ -211,36 +265,36 @@ pub fn build_providers(
     let mut built: HashMap<ProviderKind, Arc<dyn ImageProvider>> = HashMap::new();
     let mut providers = Providers::new();
     for model in MODELS {
-        let Some(kind) = model_providers.provider_for(model.id) else {
-            continue;
-        };
-        if !serves(kind, model.id) {
-            return Err(ConfigError(format!(
-                "MODEL_PROVIDERS: {} cannot be served by {}",
-                model.id,
-                kind.as_str()
-            )));
-        }
-        let provider = match built.get(&kind) {
-            Some(provider) => Arc::clone(provider),
-            None => {
-                let provider = build_one(kind, settings, secrets, model.id)?;
-                built.insert(kind, Arc::clone(&provider));
-                provider
+        for &kind in model_providers.providers_for(model.id) {
+            if !serves(kind, model.id, settings) {
+                return Err(ConfigError(format!(
+                    "MODEL_PROVIDERS: {} cannot be served by {}",
+                    model.id,
+                    kind.as_str()
+                )));
             }
-        };
-        providers = providers.with(model.id, provider);
+            let provider = match built.get(&kind) {
+                Some(provider) => Arc::clone(provider),
+                None => {
+                    let provider = build_one(kind, settings, secrets, model.id)?;
+                    built.insert(kind, Arc::clone(&provider));
+                    provider
+                }
+            };
+            providers = providers.with(model.id, provider);
+        }
     }
     Ok(providers)
 }
 
 /// Whether an adapter knows how to serve one of our models.
-fn serves(kind: ProviderKind, model: &str) -> bool {
+fn serves(kind: ProviderKind, model: &str, settings: &ProviderSettings) -> bool {
     match kind {
         ProviderKind::Gemini => GeminiProvider::upstream_model(model).is_some(),
         ProviderKind::Bfl => BflProvider::upstream_model(model).is_some(),
         ProviderKind::Ark => model == "seedream-4.0",
         ProviderKind::OpenAi => model == "sora-image",
+        ProviderKind::Replicate => ReplicateProvider::serves(&settings.replicate_models, model),
         ProviderKind::Local => true,
     }
 }
@@ -283,6 +337,14 @@ fn build_one(
                 &settings.openai_image_model,
             )?
             .with_result_hosts(settings.openai_result_hosts.iter().cloned())
+            .with_loopback_http(settings.allow_loopback),
+        ),
+        ProviderKind::Replicate => Arc::new(
+            ReplicateProvider::new(
+                &settings.replicate_base_url,
+                key("REPLICATE_API_TOKEN")?,
+                settings.replicate_models.clone(),
+            )?
             .with_loopback_http(settings.allow_loopback),
         ),
         ProviderKind::Local => Arc::new(LocalRenderer::new()),

@@ -112,7 +112,10 @@ impl OpenAiProvider {
                     .content_type
                     .strip_prefix("image/")
                     .unwrap_or("png");
-                let part = Part::bytes(reference.bytes.clone())
+                // Decoded once per job from the shared encoding; each call streams it.
+                let bytes = reference.bytes();
+                let length = bytes.len() as u64;
+                let part = Part::stream_with_length(bytes, length)
                     .file_name(format!("reference-{i}.{extension}"))
                     .mime_str(reference.content_type)
                     .map_err(|_| ProviderError::Permanent {

@@ -579,16 +579,7 @@ impl DynamoStore {
         uploads: &[UploadId],
         generations: &[GenerationId],
     ) -> Result<(Vec<Upload>, Vec<Generation>), StoreError> {
-        let mut keys: Vec<Item> = uploads
-            .iter()
-            .map(|u| item_key(keys::user_pk(user), &upload_sk(*u)))
-            .chain(
-                generations
-                    .iter()
-                    .map(|g| item_key(keys::user_pk(user), &gen_sk(*g))),
-            )
-            .collect();
-        keys.dedup();
+        let keys = reference_item_keys(user, uploads, generations);
         if keys.is_empty() {
             return Ok((vec![], vec![]));
         }
@@ -630,6 +621,24 @@ impl DynamoStore {
     }
 }
 
+/// The keys to read for these references, each once, in the order first named: two
+/// images of one generation (`gen_A/0`, `gen_B/0`, `gen_A/1`) are one item, and
+/// `BatchGetItem` refuses a request that names a key twice.
+pub(crate) fn reference_item_keys(
+    user: UserId,
+    uploads: &[UploadId],
+    generations: &[GenerationId],
+) -> Vec<Item> {
+    let sks = uploads
+        .iter()
+        .map(|u| upload_sk(*u))
+        .chain(generations.iter().map(|g| gen_sk(*g)));
+    let mut seen = std::collections::HashSet::new();
+    sks.filter(|sk| seen.insert(sk.clone()))
+        .map(|sk| item_key(keys::user_pk(user), &sk))
+        .collect()
+}
+
 fn sk_of(item: &Item) -> Option<&str> {
     item.get(SK).and_then(|v| v.as_s().ok()).map(String::as_str)
 }
@@ -637,4 +646,32 @@ fn sk_of(item: &Item) -> Option<&str> {
 #[allow(dead_code)]
 fn pk_of(item: &Item) -> Option<&str> {
     item.get(PK).and_then(|v| v.as_s().ok()).map(String::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sks(keys: &[Item]) -> Vec<String> {
+        keys.iter().map(|k| sk_of(k).unwrap().to_string()).collect()
+    }
+
+    #[test]
+    fn two_images_of_one_generation_name_its_item_once_even_when_not_adjacent() {
+        let user = UserId::new();
+        let (a, b) = (GenerationId::new(), GenerationId::new());
+        let upload = UploadId::new();
+
+        let keys = reference_item_keys(user, &[upload, upload], &[a, b, a]);
+
+        assert_eq!(
+            sks(&keys),
+            [upload_sk(upload), gen_sk(a), gen_sk(b)],
+            "each key once, in the order first named"
+        );
+        assert!(
+            keys.iter()
+                .all(|k| k.get(PK) == Some(&AttributeValue::S(keys::user_pk(user))))
+        );
+    }
 }

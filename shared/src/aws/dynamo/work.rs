@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::{
 use time::OffsetDateTime;
 
 use super::generations::{GenerationItem, OPEN_SHARDS, open_sk_prefix};
-use super::keys;
+use super::keys::{self, PK, SK};
 use super::ledger::{BalanceChange, number, parse_time, rfc3339};
 use super::tx::{Role, Tx};
 use super::users::{from_item, item_key, to_item};
@@ -52,6 +52,19 @@ pub struct OpenGeneration {
     pub user_id: UserId,
     pub status: Status,
     pub created_at: OffsetDateTime,
+    /// The current (or last) lease of a running one.
+    pub lease_id: Option<String>,
+    pub lease_until: Option<OffsetDateTime>,
+}
+
+/// An item of the open index that could not be read as a generation.
+#[derive(Debug, thiserror::Error)]
+#[error("open-index item {key} is unreadable")]
+pub struct UnreadableItem {
+    /// `pk`/`sk`, for the operator.
+    pub key: String,
+    #[source]
+    pub error: StoreError,
 }
 
 fn gen_key(user: UserId, id: GenerationId) -> super::users::Item {
@@ -72,16 +85,64 @@ impl DynamoStore {
         lease_id: &str,
         lease_until: OffsetDateTime,
     ) -> Result<Claim, StoreError> {
+        self.claim_with(user, id, lease_id, lease_until, None).await
+    }
+
+    /// [`Self::claim`] for the `receive_count`-th delivery of the SQS message
+    /// `message_id`: a lease taken for a message is also claimed again, expired or not,
+    /// by a later delivery of that same message (a higher receive count). SQS hands a
+    /// message out again only once its previous delivery is over (returned, or past a
+    /// visibility timeout longer than any invocation), so that attempt can no longer
+    /// finish, whatever kept it from giving the lease back (a panic, a store that was down
+    /// for its release). A duplicate delivered alongside (the same count) is refused.
+    pub async fn claim_delivery(
+        &self,
+        user: UserId,
+        id: GenerationId,
+        lease_id: &str,
+        lease_until: OffsetDateTime,
+        message_id: &str,
+        receive_count: u32,
+    ) -> Result<Claim, StoreError> {
+        self.claim_with(
+            user,
+            id,
+            lease_id,
+            lease_until,
+            Some((message_id, receive_count)),
+        )
+        .await
+    }
+
+    async fn claim_with(
+        &self,
+        user: UserId,
+        id: GenerationId,
+        lease_id: &str,
+        lease_until: OffsetDateTime,
+        delivery: Option<(&str, u32)>,
+    ) -> Result<Claim, StoreError> {
         let now = OffsetDateTime::now_utc();
-        let result = self
+        let message_id = delivery.map(|(m, _)| m);
+        let (set_message, own_message) = match delivery {
+            Some(_) => (
+                ", lease_message = :mid, lease_receive = :rc",
+                " OR (lease_message = :mid AND lease_receive < :rc)",
+            ),
+            None => ("", ""),
+        };
+        let mut update = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(gen_key(user, id)))
-            .update_expression(
-                "SET #s = :running, lease_id = :lid, lease_until = :until, updated_at = :now ADD attempt :one",
-            )
-            .condition_expression("attribute_exists(pk) AND (#s = :queued OR (#s = :running AND lease_until < :epoch))")
+            .update_expression(format!(
+                "SET #s = :running, lease_id = :lid, lease_until = :until, updated_at = :now{set_message} ADD attempt :one{}",
+                if message_id.is_none() { " REMOVE lease_message, lease_receive" } else { "" }
+            ))
+            .condition_expression(format!(
+                "attribute_exists(pk) AND (#s = :queued OR (#s = :running AND (lease_until < :epoch{own_message})))"
+            ))
             .expression_attribute_names("#s", "status")
             .expression_attribute_values(":running", s("running"))
             .expression_attribute_values(":queued", s("queued"))
@@ -89,7 +150,13 @@ impl DynamoStore {
             .expression_attribute_values(":until", number(lease_until.unix_timestamp()))
             .expression_attribute_values(":epoch", number(now.unix_timestamp()))
             .expression_attribute_values(":now", s(&rfc3339(now)))
-            .expression_attribute_values(":one", number(1))
+            .expression_attribute_values(":one", number(1));
+        if let Some((message_id, receive_count)) = delivery {
+            update = update
+                .expression_attribute_values(":mid", s(message_id))
+                .expression_attribute_values(":rc", number(i64::from(receive_count)));
+        }
+        let result = update
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
@@ -121,14 +188,17 @@ impl DynamoStore {
     }
 
     /// Records the images this attempt stored (so that the next one makes only the
-    /// missing ones) and gives the lease up early, so that the next delivery can claim at
-    /// once; `ConditionFailed("lease")` when the lease is no longer ours.
+    /// missing ones) and shortens the lease to `retry_at`, when the returned message is due
+    /// again: anyone may claim from then on (that message at once, whatever the lease), and
+    /// the sweeper takes it for abandoned only after it; `ConditionFailed("lease")` when the
+    /// lease is no longer ours.
     pub async fn release(
         &self,
         user: UserId,
         id: GenerationId,
         lease_id: &str,
         new_images: &[StoredImage],
+        retry_at: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let images = ImageSets::of(new_images);
         let mut update = self
@@ -136,12 +206,12 @@ impl DynamoStore {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(gen_key(user, id)))
-            .update_expression(format!("SET lease_until = :zero{}", images.expression))
+            .update_expression(format!("SET lease_until = :retry{}", images.expression))
             .condition_expression("#s = :running AND lease_id = :lid")
             .expression_attribute_names("#s", "status")
             .expression_attribute_values(":running", s("running"))
             .expression_attribute_values(":lid", s(lease_id))
-            .expression_attribute_values(":zero", number(0));
+            .expression_attribute_values(":retry", number(retry_at.unix_timestamp()));
         for (name, value) in images.names {
             update = update.expression_attribute_names(name, value);
         }
@@ -215,7 +285,7 @@ impl DynamoStore {
         }
         let update = update
             .update_expression(format!(
-                "SET #s = :final, refunded_credits = :refund, completed_at = :now, updated_at = :now{set_error}{} REMOVE open_pk, open_sk, lease_id, lease_until",
+                "SET #s = :final, refunded_credits = :refund, completed_at = :now, updated_at = :now{set_error}{} REMOVE open_pk, open_sk, lease_id, lease_until, lease_message, lease_receive",
                 images.expression
             ))
             .condition_expression(condition)
@@ -253,12 +323,14 @@ impl DynamoStore {
         }
     }
 
-    /// Open generations of one shard created before `created_before`, oldest first.
+    /// Open generations of one shard created before `created_before`, oldest first; an
+    /// item that does not read as a generation is returned as such, so that one bad item
+    /// does not hide the others.
     pub async fn open_generations(
         &self,
         shard: u32,
         created_before: OffsetDateTime,
-    ) -> Result<Vec<OpenGeneration>, StoreError> {
+    ) -> Result<Vec<Result<OpenGeneration, UnreadableItem>>, StoreError> {
         debug_assert!(shard < OPEN_SHARDS);
         let query = self
             .client
@@ -268,19 +340,72 @@ impl DynamoStore {
             .key_condition_expression("open_pk = :p AND open_sk < :before")
             .expression_attribute_values(":p", s(&format!("OPEN#{shard}")))
             .expression_attribute_values(":before", s(&open_sk_prefix(created_before)));
-        self.query_all(query)
+        Ok(self
+            .query_all(query)
             .await?
             .into_iter()
             .map(|item| {
-                let generation: GenerationItem = from_item(item)?;
+                let key = [PK, SK]
+                    .iter()
+                    .map(|k| {
+                        item.get(*k)
+                            .and_then(|v| v.as_s().ok())
+                            .map_or("?", |v| v.as_str())
+                    })
+                    .collect::<Vec<_>>()
+                    .join("/");
+                let generation: GenerationItem =
+                    from_item(item).map_err(|error| UnreadableItem { key, error })?;
                 Ok(OpenGeneration {
                     id: generation.id,
                     user_id: generation.user_id,
                     status: generation.status,
                     created_at: parse_time(&generation.created_at),
+                    lease_id: generation.lease_id,
+                    lease_until: generation
+                        .lease_until
+                        .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok()),
                 })
             })
-            .collect()
+            .collect())
+    }
+
+    /// Marks a running generation whose lease `lease_id` expired before `now` as sent
+    /// again, once per lease (a new claim makes a new lease); `false` when it is no longer
+    /// running under that expired lease or was sent for it already.
+    pub async fn mark_abandoned(
+        &self,
+        user: UserId,
+        id: GenerationId,
+        lease_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(gen_key(user, id)))
+            .update_expression("SET requeued_lease = :lid")
+            .condition_expression(
+                "#s = :running AND lease_id = :lid AND lease_until < :now \
+                 AND (attribute_not_exists(requeued_lease) OR requeued_lease <> :lid)",
+            )
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":running", s("running"))
+            .expression_attribute_values(":lid", s(lease_id))
+            .expression_attribute_values(":now", number(now.unix_timestamp()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(sdk_error(e)),
+        }
     }
 
     /// Marks a queued generation as re-enqueued now, at most once per `interval`, so that
