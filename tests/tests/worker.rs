@@ -442,3 +442,75 @@ async fn images_that_would_start_past_the_provider_window_are_left_for_the_next_
     assert_eq!(partial["status"], "running");
     assert_eq!(partial["images"].as_array().unwrap().len(), 1);
 }
+
+/// The lines of one resource of template.yaml (from `  Name:` to the next resource).
+fn resource(template: &str, name: &str) -> Vec<String> {
+    let mut lines = template.lines().skip_while(|l| *l != format!("  {name}:"));
+    let first = lines.next().expect("the resource is in the template");
+    std::iter::once(first)
+        .chain(lines.take_while(|l| {
+            let top = !l.is_empty() && !l.starts_with(' ');
+            let next = l.starts_with("  ") && !l.starts_with("   ") && !l.starts_with("  #");
+            !top && !next
+        }))
+        .map(str::to_string)
+        .collect()
+}
+
+fn number(lines: &[String], key: &str) -> u64 {
+    lines
+        .iter()
+        .find_map(|l| l.trim().strip_prefix(&format!("{key}:")))
+        .unwrap_or_else(|| panic!("{key} is set"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{key} is a number"))
+}
+
+#[tokio::test]
+async fn the_template_and_the_worker_agree_on_the_times_that_keep_every_job_moving() {
+    let stack = stack("w-times", |_| {}).await;
+    let worker = worker_for(&stack, Providers::new(), |_| {});
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let template = std::fs::read_to_string(root.join("template.yaml")).unwrap();
+    let function = resource(&template, "WorkerFunction");
+    let queue = resource(&template, "GenerationQueue");
+    let config = &worker.config;
+
+    let timeout = number(&function, "Timeout");
+    let visibility = number(&queue, "VisibilityTimeout");
+    let lease = config.attempt_budget() + config.lease_margin;
+
+    assert_eq!(Duration::from_secs(timeout), config.function_timeout);
+    assert_eq!(
+        number(&function, "BatchSize"),
+        config.records_in_parallel as u64,
+        "every record of a batch starts at once"
+    );
+    assert!(
+        config.attempt_budget() + Duration::from_secs(2) < config.function_timeout,
+        "a whole attempt fits an invocation"
+    );
+    assert!(
+        visibility >= 6 * timeout,
+        "AWS: visibility at least 6 x the timeout"
+    );
+    assert_eq!(
+        visibility.to_string(),
+        local_runner::provision::VISIBILITY_TIMEOUT_SECS
+    );
+    assert_eq!(
+        number(&queue, "maxReceiveCount"),
+        u64::from(local_runner::provision::MAX_RECEIVE_COUNT)
+    );
+    assert!(
+        u64::from(local_runner::provision::MAX_RECEIVE_COUNT) > u64::from(config.max_attempts),
+        "room for records returned unclaimed before the DLQ"
+    );
+    assert!(
+        lease + Duration::from_secs(60) < config.deadline / 2,
+        "a dead worker's job is retried (lease + one sweep) well inside the deadline"
+    );
+}

@@ -45,11 +45,12 @@ pub struct Provisioned {
     pub hooks_dlq_url: String,
 }
 
-// template.yaml: worker timeout 180 s, visibility 6x that, 5 receives, DLQ kept longer.
-const VISIBILITY_TIMEOUT_SECS: &str = "1080";
-const QUEUE_RETENTION_SECS: &str = "345600";
-const DLQ_RETENTION_SECS: &str = "1209600";
-const MAX_RECEIVE_COUNT: u32 = 5;
+// template.yaml: worker timeout 180 s, visibility 6x that, 8 receives (5 attempts and
+// room for records returned unclaimed), DLQ kept longer. A test keeps them equal.
+pub const VISIBILITY_TIMEOUT_SECS: &str = "1080";
+pub const QUEUE_RETENTION_SECS: &str = "345600";
+pub const DLQ_RETENTION_SECS: &str = "1209600";
+pub const MAX_RECEIVE_COUNT: u32 = 8;
 pub const OPEN_INDEX: &str = "open";
 
 pub async fn ensure_all(sdk: &SdkConfig, names: &Names) -> anyhow::Result<Provisioned> {
