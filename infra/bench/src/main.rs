@@ -13,6 +13,7 @@
 mod calls;
 mod e2e;
 mod events;
+mod jobs;
 mod process;
 mod report;
 mod stack;
@@ -39,6 +40,11 @@ pub const FUNCTIONS: &[(&str, u32)] = &[
     ("webhook", 256),
     ("worker", 512),
 ];
+
+/// A function's timeout in template.yaml.
+pub fn timeout_of(function: &str) -> Duration {
+    Duration::from_secs(if function == "worker" { 180 } else { 29 })
+}
 pub const HELLO_BARE: &str = "hello-bare";
 pub const HELLO_SDK: &str = "hello-sdk";
 /// Not a floor: the SDK hello-world with the init fix BENCHMARKS.md proposes.
@@ -57,7 +63,7 @@ struct Options {
     logs: PathBuf,
     /// Extra variables for every spawned subject (to profile: `SSL_CERT_FILE=...`).
     env: Vec<(String, String)>,
-    /// Which of `init,memory,calls,e2e` to run (sizes are reported whenever given).
+    /// Which of `init,memory,calls,e2e,wait,recovery` to run (sizes are reported whenever given).
     sections: Vec<String>,
     /// Lines for the report's notes (infra/bench.sh: how long `sam build` took).
     notes: Vec<String>,
@@ -73,7 +79,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: bench --bins DIR [--quick] [--node-dir DIR] [--spawns N] [--invocations N]\n\
          \x20            [--size LABEL=DIR]... [--out FILE.json] [--report FILE.md] [--logs DIR]\n\
-         \x20            [--env NAME=VALUE]... [--sections init,memory,calls,e2e,wait] [--note TEXT]...\n\
+         \x20            [--env NAME=VALUE]... [--sections init,memory,calls,e2e,wait,recovery] [--note TEXT]...\n\
          Run it through infra/bench.sh, which builds, starts the emulator and sets AWS_ENDPOINT_URL."
     );
     std::process::exit(2)
@@ -91,7 +97,7 @@ fn options() -> Options {
     let mut report = None;
     let mut logs = None;
     let mut env = Vec::new();
-    let mut sections = "init,memory,calls,e2e,wait".to_string();
+    let mut sections = "init,memory,calls,e2e,wait,recovery".to_string();
     let mut notes = Vec::new();
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| usage());
@@ -201,6 +207,14 @@ async fn main() -> anyhow::Result<()> {
         }
         if emulator.is_some() {
             memory_of_functions(&options, &mut results).await?;
+            let jobs = if options.quick { 1 } else { 3 };
+            let subject = function_subjects(&options, &init_env())?
+                .into_iter()
+                .find(|s| s.name == "worker")
+                .context("the worker is a subject")?;
+            let (row, largest) = jobs::largest_job_memory(&subject, jobs, &options.logs).await?;
+            results.memory.push(row);
+            results.largest = Some(largest);
         }
     }
 
@@ -214,6 +228,11 @@ async fn main() -> anyhow::Result<()> {
         if options.runs("calls") {
             eprintln!("bench: AWS calls per operation");
             results.calls = calls::run().await?;
+        }
+        if options.runs("recovery") {
+            let runs = if options.quick { 1 } else { 5 };
+            eprintln!("bench: a worker's death to its generation's success, {runs} runs");
+            results.recovery = Some(jobs::death_to_success(runs).await?);
         }
         if options.runs("e2e") {
             eprintln!("bench: local end to end");
@@ -352,6 +371,7 @@ fn function_subjects(options: &Options, env: &[(String, String)]) -> anyhow::Res
         .iter()
         .map(|(name, memory)| {
             Ok(Subject::rust(name, binary(&options.bins, name)?, *memory)
+                .with_timeout(timeout_of(name))
                 // As template.yaml deploys them.
                 .with_env(&[("RUST_LOG".into(), "info".into())])
                 .with_env(env)

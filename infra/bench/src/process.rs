@@ -13,8 +13,9 @@ use tokio::process::{Child, Command};
 use crate::events;
 use crate::runtime::{ReplyKind, RuntimeApi};
 
-/// How long one invocation may take before the run is called failed.
-const INVOCATION_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one invocation may take before the run is called failed (the worker's
+/// largest job included).
+const INVOCATION_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Something to spawn: a function, a hello-world floor, or the Node comparison.
 #[derive(Debug, Clone)]
@@ -27,6 +28,8 @@ pub struct Subject {
     pub execution_env: &'static str,
     /// `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, as in template.yaml.
     pub memory_mb: u32,
+    /// The function's timeout in template.yaml: each invocation's deadline is this far off.
+    pub timeout: Duration,
     /// The function's own settings (table, queue, secret, ...).
     pub env: Vec<(String, String)>,
 }
@@ -40,6 +43,7 @@ impl Subject {
             cwd: None,
             execution_env: "AWS_Lambda_provided.al2023",
             memory_mb,
+            timeout: Duration::from_secs(29),
             env: vec![],
         }
     }
@@ -52,11 +56,17 @@ impl Subject {
             cwd: Some(dir.to_path_buf()),
             execution_env: "AWS_Lambda_nodejs20.x",
             memory_mb: 256,
+            timeout: Duration::from_secs(29),
             env: vec![(
                 "NODE_PATH".into(),
                 dir.join("node_modules").display().to_string(),
             )],
         }
+    }
+
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     pub fn with_env(mut self, env: &[(String, String)]) -> Self {
@@ -142,7 +152,7 @@ pub async fn cold_start(
     event: &Bytes,
     logs: &Path,
 ) -> anyhow::Result<(ColdStart, String)> {
-    let mut api = RuntimeApi::start(&subject.name).await?;
+    let mut api = RuntimeApi::start_with_timeout(&subject.name, subject.timeout).await?;
     api.push(event.clone());
     let log = logs.join(format!("{}.log", subject.name));
     let mut command = subject.command(&api, &log)?;
@@ -229,7 +239,7 @@ pub struct Memory {
 /// Spawns `subject`, feeds it `events` one at a time (as Lambda does), and reads its peak
 /// resident memory from `/proc/<pid>/status` after the last answer.
 pub async fn memory(subject: &Subject, events: Vec<Bytes>, logs: &Path) -> anyhow::Result<Memory> {
-    let mut api = RuntimeApi::start(&subject.name).await?;
+    let mut api = RuntimeApi::start_with_timeout(&subject.name, subject.timeout).await?;
     let invocations = events.len();
     for event in events {
         api.push(event);

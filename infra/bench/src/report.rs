@@ -25,6 +25,9 @@ pub struct Results {
     pub e2e: Vec<e2e::Run>,
     pub emulator: Vec<e2e::Floor>,
     pub wait: Option<crate::wait::WaitFigures>,
+    /// The worker's largest job (its memory row is in `memory`).
+    pub largest: Option<crate::jobs::Largest>,
+    pub recovery: Option<crate::jobs::Recovery>,
     pub notes: Vec<String>,
 }
 
@@ -41,6 +44,8 @@ impl Results {
             e2e: vec![],
             emulator: vec![],
             wait: None,
+            largest: None,
+            recovery: None,
             notes: vec![],
         }
     }
@@ -271,6 +276,11 @@ pub fn markdown(r: &Results) -> String {
                 m.seconds
             );
             match (m.name.as_str(), sdk) {
+                ("worker (largest job)", _) => targets.push(format!(
+                    "worker peak RSS with the largest job < half its MemorySize (256 MiB): {} ({:.1} MiB)",
+                    verdict(m.peak_kib < 256 * 1024),
+                    m.peak_kib as f64 / 1024.0
+                )),
                 ("worker", _) => targets.push(format!(
                     "worker peak RSS < 128 MB at n = 4: {} ({:.1} MiB)",
                     verdict((m.peak_kib * 1024) < 128_000_000),
@@ -414,6 +424,59 @@ pub fn markdown(r: &Results) -> String {
             w.poll_p50_ms, w.poll_p99_ms, w.poll_reads
         );
         s.push('\n');
+    }
+
+    if let Some(l) = &r.largest {
+        let _ = writeln!(
+            s,
+            "The largest job: {} job(s), {} succeeded with {} images each; {} provider calls; each reference {:.2} MiB; the largest request body the fake read {:.1} MiB (the references as base64 data URLs, spliced from the job's one encoding).\n",
+            l.jobs,
+            l.succeeded,
+            crate::jobs::N,
+            l.provider_calls,
+            mib(l.reference_bytes as f64),
+            mib(l.largest_request_bytes as f64),
+        );
+    }
+
+    if let Some(x) = &r.recovery {
+        let _ = writeln!(s, "### 7. A worker's death to its generation's success\n");
+        let _ = writeln!(
+            s,
+            "| settings | attempt (s) | lease after the claim (s) | sweep every (s) | bound: lease + sweep (s) | measured median (s) | measured max (s) | runs |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|");
+        let mut sorted = x.measured_s.clone();
+        sorted.sort_by(|a, b| a.total_cmp(b));
+        let median = sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN);
+        let max = sorted.last().copied().unwrap_or(f64::NAN);
+        let _ = writeln!(
+            s,
+            "| short (measured) | {:.0} | {:.0} | {:.0} | {:.0} | {median:.1} | {max:.1} | {} |",
+            x.short_attempt_s,
+            x.short_lease_s,
+            x.short_sweep_s,
+            x.short_lease_s + x.short_sweep_s,
+            sorted.len()
+        );
+        let _ = writeln!(
+            s,
+            "| template (computed) | {:.0} | {:.0} | {:.0} | {:.0} | | | |",
+            x.template_attempt_s,
+            x.template_lease_s,
+            x.template_sweep_s,
+            x.template_lease_s + x.template_sweep_s,
+        );
+        let _ = writeln!(
+            s,
+            "\nThe bound counts a death right after the claim; the new attempt then starts at the pickup after it (Lambda's poller, or the pump's next receive) and takes what the image takes. The deadline is {:.0} s.\n",
+            x.template_deadline_s
+        );
+        targets.push(format!(
+            "death to success with short settings within lease + one sweep + 5 s ({:.0} s): {} (max {max:.1} s)",
+            x.short_lease_s + x.short_sweep_s + 5.0,
+            verdict(max <= x.short_lease_s + x.short_sweep_s + 5.0)
+        ));
     }
 
     if !targets.is_empty() {

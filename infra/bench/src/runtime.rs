@@ -42,6 +42,8 @@ struct Shared {
     first_next: OnceLock<Instant>,
     replies: mpsc::UnboundedSender<Reply>,
     function_arn: String,
+    /// The function's timeout: every invocation's deadline is this far from its start.
+    timeout: Duration,
 }
 
 /// One Runtime API, serving one function process.
@@ -55,8 +57,15 @@ pub struct RuntimeApi {
 }
 
 impl RuntimeApi {
-    /// Listens on 127.0.0.1 (a free port) for the function `name`.
+    /// Listens on 127.0.0.1 (a free port) for the function `name`; each invocation's
+    /// deadline is Lambda's longest timeout (900 s) away.
     pub async fn start(name: &str) -> anyhow::Result<Self> {
+        Self::start_with_timeout(name, Duration::from_secs(900)).await
+    }
+
+    /// [`Self::start`] for a function whose invocations each get `timeout` until their
+    /// deadline, as Lambda gives them (the template's `Timeout`).
+    pub async fn start_with_timeout(name: &str, timeout: Duration) -> anyhow::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -66,6 +75,7 @@ impl RuntimeApi {
             first_next: OnceLock::new(),
             replies: replies_tx,
             function_arn: format!("arn:aws:lambda:us-east-1:123456789012:function:{name}"),
+            timeout,
         });
         let app = Router::new()
             .route(&format!("{PREFIX}/invocation/next"), get(next))
@@ -138,7 +148,7 @@ async fn next(State(shared): State<Arc<Shared>>) -> Response {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_millis()
-        + 900_000;
+        + shared.timeout.as_millis();
     let mut headers = HeaderMap::new();
     let mut set = |name: &'static str, value: String| {
         if let Ok(value) = HeaderValue::from_str(&value) {

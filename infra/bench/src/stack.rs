@@ -236,10 +236,19 @@ impl Stack {
             &shared::providers::ProviderSettings::from_lookup(|_| None)?,
             &mut shared::aws::secrets::Secrets::default(),
         )?;
-        Ok(Arc::new(worker::Worker::new(
+        Ok(Arc::new(self.worker_with(counter, providers)?))
+    }
+
+    /// A worker on this stack with these providers (its configuration still to adjust).
+    pub fn worker_with(
+        &self,
+        counter: Option<&CallCounter>,
+        providers: shared::providers::Providers,
+    ) -> anyhow::Result<worker::Worker> {
+        Ok(worker::Worker::new(
             &self.services.settings,
             &self.clients(counter),
             providers,
-        )))
+        ))
     }
 }
