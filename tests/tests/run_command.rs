@@ -96,6 +96,35 @@ async fn the_run_command_serves_models_and_a_dev_sign_in_shows_the_bonus() {
     assert_eq!(me["credits"], 10);
     assert_eq!(me["email"], "newcomer@example.com");
 
+    // The security log records the address the runner accepted the request from, as
+    // API Gateway's `sourceIp` would be, and the caller's User-Agent.
+    let made = http
+        .post(format!("{base}/v1/api-keys"))
+        .bearer_auth(token)
+        .header("user-agent", "run-command-test/1.0")
+        .json(&serde_json::json!({"name": "ci"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status(), 201);
+    let log: serde_json::Value = http
+        .get(format!("{base}/v1/me/security-log"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let made = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "api_key_created")
+        .expect("the key's entry");
+    assert_eq!(made["ip"], "127.0.0.1");
+    assert_eq!(made["user_agent"], "run-command-test/1.0");
+
     // Upload a reference, generate with it, edit the result again, delete.
     let png = e2e_tests::png(64, 48);
     let ticket: serde_json::Value = http

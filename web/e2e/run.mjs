@@ -173,6 +173,42 @@ async function run(browser, app, stripe) {
       .waitFor();
   };
   const email = `ada-${Date.now()}@example.com`;
+
+  /** The API as a script of the user's calls it (curl's agent), with its own dev session. */
+  const SCRIPT_AGENT = "curl/8.5.0";
+  const asScript = async () => {
+    const login = await fetch(`${app}/auth/dev/login`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "user-agent": SCRIPT_AGENT },
+      body: JSON.stringify({ email, name: "Ada Lovelace" }),
+    });
+    assert(login.status === 200, `dev login from a script (${login.status})`);
+    const { token } = await login.json();
+    return async (method, path, body) => {
+      const answer = await fetch(`${app}${path}`, {
+        method,
+        headers: {
+          authorization: `Bearer ${token}`,
+          "user-agent": SCRIPT_AGENT,
+          ...(body ? { "content-type": "application/json" } : {}),
+        },
+        body: body ? JSON.stringify(body) : undefined,
+      });
+      const text = await answer.text();
+      return { status: answer.status, body: text ? JSON.parse(text) : null };
+    };
+  };
+  /** The security log as the page shows it: each entry's text and time, top first. */
+  const securityLog = () => page.getByRole("list", { name: "Security activity" });
+  const shownEntries = () =>
+    securityLog()
+      .getByRole("listitem")
+      .evaluateAll((items) =>
+        items.map((li) => ({
+          text: li.innerText,
+          at: li.querySelector("time")?.getAttribute("datetime") ?? "",
+        })),
+      );
   const signIn = async () => {
     await page.getByLabel("Email").fill(email);
     await page.getByLabel("Name").fill("Ada Lovelace");
@@ -419,6 +455,82 @@ async function run(browser, app, stripe) {
     await expectBalance(101);
   });
 
+  // More entries than one page holds: a webhook secret, eleven API keys made and revoked by
+  // a script and a twelfth kept, after whatever the steps above recorded (sign-ins, the
+  // purchase).
+  const keys = [];
+  await step(
+    "security-log",
+    async () => {
+      const send = await asScript();
+      const secret = await send("GET", "/v1/webhook-secret");
+      assert(secret.status === 200, `webhook secret made (${secret.status})`);
+      for (let i = 0; i < 12; i++) {
+        const made = await send("POST", "/v1/api-keys", { name: `e2e ${i + 1}` });
+        assert(made.status === 201, `API key made (${made.status})`);
+        keys.push(made.body);
+        if (i === 11) break;
+        const revoked = await send("DELETE", `/v1/api-keys/${made.body.id}`);
+        assert(revoked.status === 204, `API key revoked (${revoked.status})`);
+      }
+      const last = keys.at(-1);
+      await page
+        .getByRole("navigation")
+        .getByRole("link", { name: "Account", exact: true })
+        .click();
+      await page.getByRole("heading", { name: "Security activity" }).waitFor();
+      // Newest first: the key made last is on top, with where and what it came from.
+      const top = securityLog().getByRole("listitem").first();
+      await top.getByText(`API key ${last.prefix} (“e2e 12”) created`).waitFor();
+      await top.getByText("IP 127.0.0.1").waitFor();
+      await top.getByText(SCRIPT_AGENT.replace("/", " ")).waitFor();
+      const firstPage = await shownEntries();
+      assert(firstPage.length === 20, `one page of 20 entries, got ${firstPage.length}`);
+
+      // "Show more" by keyboard, until everything is shown.
+      await page.getByRole("heading", { name: "Security activity" }).click();
+      let focused = "";
+      for (let i = 0; i < 10 && focused !== "Show more"; i++) {
+        await page.keyboard.press("Tab");
+        focused = await page.evaluate(() => document.activeElement?.textContent?.trim() ?? "");
+      }
+      assert(focused === "Show more", `Tab reaches "Show more" (reached "${focused}")`);
+      await page.keyboard.press("Enter");
+      await securityLog().getByRole("listitem").nth(20).waitFor();
+      const more = page.getByRole("button", { name: "Show more" });
+      while (await more.isVisible()) {
+        const before = await securityLog().getByRole("listitem").count();
+        await more.click();
+        await securityLog().getByRole("listitem").nth(before).waitFor();
+      }
+      await page.getByText("No older activity.").waitFor();
+
+      const all = await shownEntries();
+      for (let i = 1; i < all.length; i++)
+        assert(
+          Date.parse(all[i - 1].at) >= Date.parse(all[i].at),
+          `newest first (${all[i - 1].at} before ${all[i].at})`,
+        );
+      const position = (text) => all.findIndex((e) => e.text.startsWith(text));
+      const secretMade = position("Webhook signing secret created");
+      const lastKey = all.findLastIndex((e) => e.text.startsWith("API key"));
+      assert(secretMade > lastKey, "the webhook secret, made first, is listed below every key");
+      for (const [i, key] of keys.entries()) {
+        const sentence = `API key ${key.prefix} (“e2e ${i + 1}”) created`;
+        const created = position(sentence);
+        const times = all.filter((e) => e.text.startsWith(sentence)).length;
+        assert(times === 1, `key ${i + 1} made is listed once (${times})`);
+        if (i === 11) continue;
+        const revoked = position(`API key ${key.prefix} revoked`);
+        assert(
+          revoked >= 0 && revoked < created,
+          `key ${i + 1} revoked is listed above its making`,
+        );
+      }
+    },
+    { phone: true },
+  );
+
   await step(
     "gallery",
     async () => {
@@ -467,6 +579,18 @@ async function run(browser, app, stripe) {
     async () => {
       await page.getByRole("navigation").getByRole("link", { name: "积分", exact: true }).click();
       await page.getByText("与余额一致").waitFor();
+    },
+    { phone: true },
+  );
+
+  await step(
+    "chinese-security-log",
+    async () => {
+      await page.getByRole("navigation").getByRole("link", { name: "账户", exact: true }).click();
+      await page.getByRole("heading", { name: "安全活动记录" }).waitFor();
+      const top = page.getByRole("list", { name: "安全活动记录" }).getByRole("listitem").first();
+      await top.getByText(`已创建 API 密钥 ${keys.at(-1).prefix}（“e2e 12”）`).waitFor();
+      await page.getByRole("button", { name: "显示更多" }).waitFor();
     },
     { phone: true },
   );

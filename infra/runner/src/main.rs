@@ -104,6 +104,9 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(%address, table = %names.table, queue = %provisioned.queue_url, "serving");
     let api = webhook::with_payments(local_runner::http_router(services, auth), payments);
     let router = local_runner::web::serve(api, &origins, web_dist);
+    // The peer address is what the security log records locally, as API Gateway's
+    // `sourceIp` is deployed (shared::http::client_ip).
+    let router = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await?;

@@ -9,6 +9,7 @@ export type Model = Schemas["Model"];
 export type Generation = Schemas["Generation"];
 export type GenerationImage = Schemas["GenerationImage"];
 export type LedgerEntry = Schemas["LedgerEntry"];
+export type AuditEntry = Schemas["AuditEntry"];
 export type Product = Schemas["Product"];
 export type PaymentProvider = Schemas["PaymentProvider"];
 export type Problem = Schemas["Problem"];

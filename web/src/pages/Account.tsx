@@ -2,6 +2,7 @@ import { useId, useState } from "react";
 import { api, call } from "../api/client";
 import { Dialog } from "../components/Dialog";
 import { ProblemMessage } from "../components/problems";
+import { SecurityLog } from "../components/SecurityLog";
 import { useI18n } from "../i18n";
 import { useRouter } from "../router";
 import { useSession } from "../session";
@@ -67,6 +68,7 @@ export function Account() {
           {t("signin.signOut")}
         </button>
       </div>
+      <SecurityLog />
       <div className="card danger-zone">
         <h2>{t("account.danger")}</h2>
         <p>{t("account.dangerLead")}</p>
