@@ -322,6 +322,7 @@ impl Pay {
             queue_url: config.queue_url.clone(),
             dlq_url: config.dlq_url.clone(),
             payments: settings,
+            operator: "ops-ada".into(),
         }
     }
 }

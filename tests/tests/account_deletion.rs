@@ -390,7 +390,10 @@ async fn a_deletion_whose_request_died_after_marking_the_account_is_finished_by_
     let store = &pay.stack.services.store;
     let billing = &auth_with_billing(&pay.base).billing;
     // The request marks the account deleted, then dies.
-    store.begin_deletion(pay.user_id(), 0).await.unwrap();
+    store
+        .begin_deletion(pay.user_id(), 0, &Default::default())
+        .await
+        .unwrap();
     let me = send(
         &pay.router,
         request(Method::GET, "/v1/me", Some(&pay.token), None),

@@ -20,6 +20,7 @@ fn admin_for(stack: &Stack) -> Admin {
         dlq_url: settings.dlq_url.clone(),
         payments: shared::payments::PaymentSettings::from_lookup(|_| None)
             .expect("the default payment settings"),
+        operator: "ops-ada".into(),
     }
 }
 
@@ -88,47 +89,19 @@ async fn a_grant_run_twice_applies_once_and_records_who_and_why() {
     let (token, user) = dev_login(&stack.router, "grant@example.com").await;
 
     let dry = admin
-        .grant(
-            user_of(&user),
-            50,
-            "goodwill for ticket 42",
-            "ops-ada",
-            None,
-            true,
-        )
+        .grant(user_of(&user), 50, "goodwill for ticket 42", None, true)
         .await
         .unwrap();
     let first = admin
-        .grant(
-            user_of(&user),
-            50,
-            "goodwill for ticket 42",
-            "ops-ada",
-            None,
-            false,
-        )
+        .grant(user_of(&user), 50, "goodwill for ticket 42", None, false)
         .await
         .unwrap();
     let second = admin
-        .grant(
-            user_of(&user),
-            50,
-            "goodwill for ticket 42",
-            "ops-ada",
-            None,
-            false,
-        )
+        .grant(user_of(&user), 50, "goodwill for ticket 42", None, false)
         .await
         .unwrap();
     let removal = admin
-        .grant(
-            user_of(&user),
-            -20,
-            "duplicate purchase",
-            "ops-ada",
-            None,
-            false,
-        )
+        .grant(user_of(&user), -20, "duplicate purchase", None, false)
         .await
         .unwrap();
 

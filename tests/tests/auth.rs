@@ -224,6 +224,7 @@ async fn nobody_for(stack: &Stack, sub: &str) -> bool {
         },
         bonus: 0,
         bonus_limit: None,
+        origin: Default::default(),
     };
     stack.services.store.sign_in(&sign_in).await.unwrap().1
 }

@@ -17,6 +17,7 @@ async fn nobody_signed_up_as(stack: &e2e_tests::Stack, email: &str) -> bool {
         },
         bonus: 0,
         bonus_limit: None,
+        origin: Default::default(),
     };
     let (_, created) = stack.services.store.sign_in(&sign_in).await.unwrap();
     created

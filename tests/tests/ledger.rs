@@ -21,6 +21,7 @@ async fn user_with_balance(store: &DynamoStore, balance: i64) -> UserId {
         },
         bonus: balance,
         bonus_limit: None,
+        origin: Default::default(),
     };
     store.sign_in(&sign_in).await.expect("sign in").0.id
 }

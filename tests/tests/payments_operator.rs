@@ -41,11 +41,23 @@ async fn an_unattributable_event_is_stored_and_its_replay_applies_it_once() {
     assert_eq!(pay.balance().await, 110);
     let store = &pay.stack.services.store;
     let replayed = store
-        .replay_event(Provider::Stripe, "evt_orphan", None, &settings(&pay.base))
+        .replay_event(
+            Provider::Stripe,
+            "evt_orphan",
+            None,
+            &settings(&pay.base),
+            &act(),
+        )
         .await
         .unwrap();
     let again = store
-        .replay_event(Provider::Stripe, "evt_orphan", None, &settings(&pay.base))
+        .replay_event(
+            Provider::Stripe,
+            "evt_orphan",
+            None,
+            &settings(&pay.base),
+            &act(),
+        )
         .await;
     let redelivered = pay
         .stripe(&orphan.event("evt_orphan", "invoice.paid"))
@@ -75,6 +87,7 @@ async fn an_operator_can_replay_an_unattributable_event_to_a_named_user() {
             "evt_orphan",
             Some(pay.user_id()),
             &settings(&pay.base),
+            &act(),
         )
         .await
         .unwrap();
@@ -96,15 +109,25 @@ async fn the_admin_command_lists_and_replays_an_unattributed_event_once_even_whe
 
     let listed = admin.held_events(10).await.unwrap();
     let without_user = admin
-        .replay_event(Provider::Stripe, "evt_admin", None)
+        .replay_event(Provider::Stripe, "evt_admin", None, "ticket 7")
         .await
         .unwrap();
     let first = admin
-        .replay_event(Provider::Stripe, "evt_admin", Some(pay.user_id()))
+        .replay_event(
+            Provider::Stripe,
+            "evt_admin",
+            Some(pay.user_id()),
+            "ticket 7",
+        )
         .await
         .unwrap();
     let second = admin
-        .replay_event(Provider::Stripe, "evt_admin", Some(pay.user_id()))
+        .replay_event(
+            Provider::Stripe,
+            "evt_admin",
+            Some(pay.user_id()),
+            "ticket 7",
+        )
         .await
         .unwrap();
 
@@ -130,16 +153,16 @@ async fn an_event_for_an_unmapped_product_is_answered_200_parked_listed_and_appl
     let listed = pay.stack.services.store.held_events(10).await.unwrap();
     let still_unmapped = pay
         .admin(settings_without(&pay.base, &["STRIPE_PRICE_PRO_YEARLY"]))
-        .replay_event(Provider::Stripe, "evt_parked", None)
+        .replay_event(Provider::Stripe, "evt_parked", None, "ticket 7")
         .await
         .unwrap();
     let admin = pay.admin(settings(&pay.base));
     let replayed = admin
-        .replay_event(Provider::Stripe, "evt_parked", None)
+        .replay_event(Provider::Stripe, "evt_parked", None, "ticket 7")
         .await
         .unwrap();
     let again = admin
-        .replay_event(Provider::Stripe, "evt_parked", None)
+        .replay_event(Provider::Stripe, "evt_parked", None, "ticket 7")
         .await
         .unwrap();
     let redelivered = pay.stripe(&event).await;
@@ -230,7 +253,7 @@ async fn a_creem_event_whose_product_is_unmapped_and_named_nowhere_is_parked() {
     let listed = pay.stack.services.store.held_events(10).await.unwrap();
     let replayed = pay
         .admin(settings(&pay.base))
-        .replay_event(Provider::Creem, "evt_nowhere", None)
+        .replay_event(Provider::Creem, "evt_nowhere", None, "ticket 7")
         .await
         .unwrap();
 
@@ -239,4 +262,13 @@ async fn a_creem_event_whose_product_is_unmapped_and_named_nowhere_is_parked() {
     assert_eq!(listed[0].kind, HeldKind::Parked);
     assert_eq!(replayed, admin::ReplayOutcome::Applied);
     assert_eq!(pay.balance().await, 110);
+}
+
+/// An operator's act, as nb-admin records it.
+fn act() -> shared::domain::audit::AuditRecord {
+    shared::domain::audit::AuditRecord::by(
+        shared::domain::audit::Actor::admin("ops-ada"),
+        shared::domain::audit::AuditAction::AdminReplay,
+        serde_json::json!({"reason": "ticket 7"}),
+    )
 }

@@ -180,3 +180,66 @@ async fn a_user_never_sees_another_users_entries_and_a_key_may_not_read_the_log(
     assert!(!actions(&bobs).contains(&"api_key_created"), "{bobs:?}");
     assert_eq!(keyed.status, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn each_sign_in_and_the_logout_leave_one_entry_each() {
+    let stack = stack("audit-sign-in", |_| {}).await;
+    let login = |email: &str| {
+        Request::builder()
+            .method(Method::POST)
+            .uri("/auth/dev/login")
+            .header("content-type", "application/json")
+            .header("x-forwarded-for", "198.51.100.4")
+            .header("user-agent", "curl/8")
+            .body(Body::from(json!({"email": email}).to_string()))
+            .unwrap()
+    };
+    let first = send(&stack.router, login("twice@example.com")).await;
+    let second = send(&stack.router, login("twice@example.com")).await;
+    let token = second.body["token"].as_str().unwrap().to_string();
+    let entries_before_logout = log(&stack, &token).await;
+
+    let logout = send(
+        &stack.router,
+        from_browser(Method::POST, "/auth/logout", &token, None),
+    )
+    .await;
+    let (fresh, _) = dev_login(&stack.router, "twice@example.com").await;
+    let entries = log(&stack, &fresh).await;
+
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(logout.status, StatusCode::NO_CONTENT);
+    assert_eq!(actions(&entries_before_logout), ["sign_in", "sign_in"]);
+    assert_eq!(entries_before_logout[1]["detail"]["new_account"], true);
+    assert_eq!(entries_before_logout[0]["detail"]["new_account"], false);
+    assert_eq!(entries_before_logout[0]["detail"]["provider"], "dev");
+    assert_eq!(entries_before_logout[0]["ip"], "198.51.100.4");
+    assert_eq!(entries_before_logout[0]["user_agent"], "curl/8");
+    assert_eq!(
+        actions(&entries),
+        ["sign_in", "logout", "sign_in", "sign_in"]
+    );
+    assert_eq!(entries[1]["ip"], "203.0.113.7");
+}
+
+#[tokio::test]
+async fn a_refused_logout_leaves_no_entry() {
+    let stack = stack("audit-logout-refused", |_| {}).await;
+    let (token, _) = dev_login(&stack.router, "gone@example.com").await;
+    send(
+        &stack.router,
+        request(Method::POST, "/auth/logout", Some(&token), None),
+    )
+    .await;
+    let (fresh, _) = dev_login(&stack.router, "gone@example.com").await;
+    let before = log(&stack, &fresh).await.len();
+
+    let again = send(
+        &stack.router,
+        request(Method::POST, "/auth/logout", Some(&token), None),
+    )
+    .await;
+
+    assert_eq!(again.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(log(&stack, &fresh).await.len(), before);
+}

@@ -464,6 +464,7 @@ async fn an_operator_lists_a_refused_delivery_and_sends_it_again() {
         dlq_url: None,
         payments: shared::payments::PaymentSettings::from_lookup(|_| None)
             .expect("the default payment settings"),
+        operator: "ops-ada".into(),
     };
 
     let listed = admin.webhook_deliveries(user).await.unwrap();

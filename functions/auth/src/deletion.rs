@@ -13,6 +13,7 @@ use shared::aws::dynamo::StoreError;
 use shared::aws::dynamo::deletion::DeletionStart;
 use shared::aws::dynamo::work::Finisher;
 use shared::domain::UserId;
+use shared::domain::audit::Origin;
 use shared::domain::generation::GenerationError;
 use shared::http::ApiError;
 use shared::payments::billing::Billing;
@@ -44,8 +45,12 @@ pub async fn delete_account(
     billing: &Billing,
     user: UserId,
     session_version: u64,
+    origin: &Origin,
 ) -> Result<(), ApiError> {
-    let start = services.store.begin_deletion(user, session_version).await?;
+    let start = services
+        .store
+        .begin_deletion(user, session_version, origin)
+        .await?;
     if start == DeletionStart::Started {
         tracing::info!(user_id = %user, "account marked deleted; sessions revoked");
     }

@@ -10,7 +10,6 @@ pub mod security_log;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -20,9 +19,12 @@ use shared::Services;
 use shared::aws::dynamo::{SignIn, StoreError};
 use shared::aws::secrets::Secrets;
 use shared::config::{ConfigError, Secret};
+use shared::domain::audit::Origin;
 use shared::domain::ledger::LedgerEntry;
 use shared::domain::user::{Me, Profile, User};
-use shared::http::{ApiError, CurrentUser, FieldError, JsonBody, Page, SessionToken, client_ip};
+use shared::http::{
+    ApiError, CurrentUser, FieldError, JsonBody, Page, RequestOrigin, SessionToken,
+};
 use shared::outbound::LazyClient;
 
 use crate::google::Jwks;
@@ -174,30 +176,24 @@ struct SignedIn {
     user: Me,
 }
 
-/// The client's address, for the per-address signup bonus cap.
-struct ClientIp(Option<String>);
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientIp {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(client_ip(parts)))
-    }
-}
-
 fn sign_in_request(
     services: &Services,
     provider: &str,
     subject: String,
     profile: Profile,
-    ip: Option<String>,
+    origin: Origin,
 ) -> SignIn {
     SignIn {
         provider: provider.to_string(),
         subject,
         profile,
         bonus: services.settings.signup_bonus_credits,
-        bonus_limit: ip.map(|ip| (ip, services.settings.signup_bonus_per_ip_per_day)),
+        // The address caps the signup bonuses of one place per day.
+        bonus_limit: origin
+            .ip
+            .clone()
+            .map(|ip| (ip, services.settings.signup_bonus_per_ip_per_day)),
+        origin,
     }
 }
 
@@ -253,7 +249,7 @@ struct DevLogin {
 /// Local sign-in by email alone: only where `AUTH_DEV_LOGIN=1` (never deployed).
 async fn dev_login(
     State(services): State<Arc<Services>>,
-    ClientIp(ip): ClientIp,
+    RequestOrigin(origin): RequestOrigin,
     JsonBody(body): JsonBody<DevLogin>,
 ) -> Result<Json<SignedIn>, ApiError> {
     if !services.settings.dev_login {
@@ -285,7 +281,7 @@ async fn dev_login(
     };
     let user = signed_in(
         &services,
-        sign_in_request(&services, "dev", email, profile, ip),
+        sign_in_request(&services, "dev", email, profile, origin),
     )
     .await?;
     let token = services.sessions.issue(user.id, user.session_version);
@@ -350,7 +346,7 @@ async fn callback(
     Extension(auth): Extension<Arc<AuthContext>>,
     Path(provider): Path<String>,
     Query(query): Query<CallbackQuery>,
-    ClientIp(ip): ClientIp,
+    RequestOrigin(origin): RequestOrigin,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (provider, client) = provider_of(&provider, &auth)?;
@@ -414,7 +410,7 @@ async fn callback(
     }
     let user = signed_in(
         &services,
-        sign_in_request(&services, provider.as_str(), subject, profile, ip),
+        sign_in_request(&services, provider.as_str(), subject, profile, origin),
     )
     .await?;
     let token = services.sessions.issue(user.id, user.session_version);
@@ -537,7 +533,7 @@ struct OneTap {
 async fn one_tap(
     State(services): State<Arc<Services>>,
     Extension(auth): Extension<Arc<AuthContext>>,
-    ClientIp(ip): ClientIp,
+    RequestOrigin(origin): RequestOrigin,
     JsonBody(body): JsonBody<OneTap>,
 ) -> Result<Json<SignedIn>, ApiError> {
     let client_id = auth
@@ -552,7 +548,7 @@ async fn one_tap(
     let (subject, profile) = google_identity(&auth, client, &body.credential, None).await?;
     let user = signed_in(
         &services,
-        sign_in_request(&services, "google", subject, profile, ip),
+        sign_in_request(&services, "google", subject, profile, origin),
     )
     .await?;
     let token = services.sessions.issue(user.id, user.session_version);
@@ -606,10 +602,11 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 async fn logout(
     State(services): State<Arc<Services>>,
     SessionToken(claims): SessionToken,
+    RequestOrigin(origin): RequestOrigin,
 ) -> Result<impl IntoResponse, ApiError> {
     services
         .store
-        .revoke_sessions(claims.user_id, claims.session_version)
+        .revoke_sessions(claims.user_id, claims.session_version, &origin)
         .await?;
     tracing::info!(user_id = %claims.user_id, "sessions revoked");
     Ok((
@@ -630,12 +627,14 @@ async fn delete_account(
     State(services): State<Arc<Services>>,
     Extension(auth): Extension<Arc<AuthContext>>,
     SessionToken(claims): SessionToken,
+    RequestOrigin(origin): RequestOrigin,
 ) -> Result<impl IntoResponse, ApiError> {
     deletion::delete_account(
         &services,
         &auth.billing,
         claims.user_id,
         claims.session_version,
+        &origin,
     )
     .await?;
     Ok((

@@ -15,8 +15,9 @@ use http_body_util::{BodyExt, Limited};
 use serde::{Deserialize, Serialize};
 use shared::Services;
 use shared::aws::dynamo::payments::EventOutcome;
+use shared::domain::audit::{AuditAction, AuditRecord};
 use shared::domain::products::{self, PRODUCTS, Product, ProductKind};
-use shared::http::{ApiError, FieldError, JsonBody, MAX_BODY_BYTES, SessionUser};
+use shared::http::{ApiError, FieldError, JsonBody, MAX_BODY_BYTES, RequestOrigin, SessionUser};
 use shared::payments::{
     CheckoutRequest, CheckoutSession, ParseError, PaymentEvent, Payments, Provider, ProviderError,
     VerifyError,
@@ -134,6 +135,7 @@ async fn checkout(
     State(services): State<Arc<Services>>,
     PaymentProviders(payments): PaymentProviders,
     SessionUser(user): SessionUser,
+    RequestOrigin(origin): RequestOrigin,
     JsonBody(body): JsonBody<NewCheckout>,
 ) -> Result<Response, ApiError> {
     let mut errors = Vec::new();
@@ -221,6 +223,14 @@ async fn checkout(
     }
     .map_err(provider_failed)?;
     tracing::info!(%provider, product = product.id, "checkout created");
+    // No write of ours starts a checkout: its entry is a write of its own, after the
+    // provider made the session (a failed one leaves none).
+    let entry = AuditRecord::by_user(
+        AuditAction::CheckoutStarted,
+        &origin,
+        serde_json::json!({"provider": provider, "product": product.id, "session_id": session.session_id}),
+    );
+    services.store.append_audit(user.id, &entry).await?;
     let view = CheckoutView {
         provider,
         session_id: session.session_id,

@@ -11,6 +11,7 @@ use shared::aws::dynamo::payments::{EventOutcome, HeldEvent};
 use shared::aws::dynamo::work::Finisher;
 use shared::aws::dynamo::{Applied, BalanceChange, DynamoStore, StoreError};
 use shared::aws::sqs::JobQueue;
+use shared::domain::audit::{Actor, AuditAction, AuditRecord};
 use shared::domain::generation::{Generation, GenerationError};
 use shared::domain::ledger::LedgerEntry;
 use shared::domain::user::User;
@@ -27,6 +28,9 @@ pub struct Admin {
     /// The deployment's price and product ids (`STRIPE_PRICE_*`, `CREEM_PRODUCT_*`): a
     /// parked event is read again with them.
     pub payments: PaymentSettings,
+    /// Who runs the command (`--by`, else the login name): the one name the ledger row's
+    /// note and the security log's `admin:<name>` both carry.
+    pub operator: String,
 }
 
 /// A user whose balance is not the sum of their ledger.
@@ -91,6 +95,7 @@ impl Admin {
         table: String,
         queue_url: String,
         dlq_url: Option<String>,
+        operator: String,
     ) -> anyhow::Result<Self> {
         let sdk = shared::aws::load_sdk_config().await?;
         let clients = Clients::new(&sdk, None);
@@ -100,6 +105,7 @@ impl Admin {
             queue_url,
             dlq_url,
             payments: PaymentSettings::from_lookup(|name| std::env::var(name).ok())?,
+            operator,
         })
     }
 
@@ -175,7 +181,6 @@ impl Admin {
         user: UserId,
         credits: i64,
         reason: &str,
-        operator: &str,
         reference: Option<&str>,
         dry_run: bool,
     ) -> anyhow::Result<GrantOutcome> {
@@ -194,12 +199,18 @@ impl Admin {
         if dry_run {
             return Ok(GrantOutcome::DryRun);
         }
-        let note = format!("by {operator}: {reason}");
+        let note = format!("by {}: {reason}", self.operator);
+        let entry = self.act(
+            AuditAction::AdminGrant,
+            serde_json::json!({"credits": credits, "reason": reason, "ref": reference}),
+        );
         let change = BalanceChange::admin(user, credits, reference, note);
-        Ok(match self.store.apply(&change).await? {
-            Applied::Applied(id) => GrantOutcome::Applied(id),
-            Applied::AlreadyApplied => GrantOutcome::AlreadyApplied,
-        })
+        Ok(
+            match self.store.apply_recorded(&change, Some(&entry)).await? {
+                Applied::Applied(id) => GrantOutcome::Applied(id),
+                Applied::AlreadyApplied => GrantOutcome::AlreadyApplied,
+            },
+        )
     }
 
     pub async fn generation(&self, id: GenerationId) -> anyhow::Result<Option<Generation>> {
@@ -267,11 +278,17 @@ impl Admin {
         provider: Provider,
         event_id: &str,
         user: Option<UserId>,
+        reason: &str,
     ) -> anyhow::Result<ReplayOutcome> {
+        anyhow::ensure!(!reason.trim().is_empty(), "--reason must say why");
+        let act = self.act(
+            AuditAction::AdminReplay,
+            serde_json::json!({"reason": reason}),
+        );
         Ok(
             match self
                 .store
-                .replay_event(provider, event_id, user, &self.payments)
+                .replay_event(provider, event_id, user, &self.payments, &act)
                 .await
             {
                 Ok(EventOutcome::Applied) => ReplayOutcome::Applied,
@@ -346,5 +363,12 @@ impl Admin {
             .await
             .context("sending the webhook event to the hooks queue")?;
         Ok(WebhookReplay::Sent)
+    }
+}
+
+impl Admin {
+    /// This operator's act, for the security log.
+    fn act(&self, action: AuditAction, detail: serde_json::Value) -> AuditRecord {
+        AuditRecord::by(Actor::admin(&self.operator), action, detail)
     }
 }

@@ -27,6 +27,10 @@ struct Cli {
     /// The dead-letter queue.
     #[arg(long, env = "DLQ_URL", global = true)]
     dlq_url: Option<String>,
+    /// Who runs the command: named on the ledger rows and in the user's security log
+    /// (`admin:<name>`). Defaults to the login name.
+    #[arg(long, env = "NB_ADMIN_BY", global = true)]
+    by: Option<String>,
     /// The completion webhooks' queue (for `webhooks replay`).
     #[arg(long, env = "HOOKS_QUEUE_URL", global = true)]
     hooks_queue_url: Option<String>,
@@ -54,12 +58,9 @@ enum Command {
         user: String,
         #[arg(long, allow_hyphen_values = true)]
         credits: i64,
-        /// Why: kept on the ledger row with the operator.
+        /// Why: kept on the ledger row and in the security log with the operator.
         #[arg(long)]
         reason: String,
-        /// Who: defaults to $USER.
-        #[arg(long, env = "USER", default_value = "operator")]
-        operator: String,
         /// Applied once per reference (default: derived from user, credits and reason).
         #[arg(long = "ref")]
         reference: Option<String>,
@@ -133,6 +134,9 @@ enum EventsAction {
         /// Apply it to this user (else attribution is tried again).
         #[arg(long)]
         user: Option<String>,
+        /// Why: kept in the user's security log with the operator.
+        #[arg(long)]
+        reason: String,
         #[arg(long)]
         dry_run: bool,
     },
@@ -175,7 +179,12 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(!cli.table.is_empty(), "set TABLE_NAME or --table");
     let hooks_queue_url = cli.hooks_queue_url;
-    let admin = Admin::from_env(cli.table, cli.queue_url, cli.dlq_url).await?;
+    let operator = cli
+        .by
+        .or_else(|| std::env::var("USER").ok())
+        .or_else(|| std::env::var("LOGNAME").ok())
+        .unwrap_or_else(|| "operator".into());
+    let admin = Admin::from_env(cli.table, cli.queue_url, cli.dlq_url, operator).await?;
     match cli.command {
         Command::Reconcile {
             segments,
@@ -206,20 +215,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             user,
             credits,
             reason,
-            operator,
             reference,
             dry_run,
         } => {
             let user = UserId::parse(&user)?;
             match admin
-                .grant(
-                    user,
-                    credits,
-                    &reason,
-                    &operator,
-                    reference.as_deref(),
-                    dry_run,
-                )
+                .grant(user, credits, &reason, reference.as_deref(), dry_run)
                 .await?
             {
                 GrantOutcome::Applied(id) => println!("granted {credits} to {user} ({id})"),
@@ -303,6 +304,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     provider,
                     event_id,
                     user,
+                    reason,
                     dry_run,
                 },
         } => {
@@ -313,7 +315,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("dry run: would replay {provider} {event_id}");
                 return Ok(ExitCode::SUCCESS);
             }
-            match admin.replay_event(provider, &event_id, user).await? {
+            match admin
+                .replay_event(provider, &event_id, user, &reason)
+                .await?
+            {
                 ReplayOutcome::Applied => println!("applied {event_id}"),
                 ReplayOutcome::AlreadyApplied => {
                     println!("{event_id} was applied before: nothing changed")

@@ -233,6 +233,20 @@ impl DynamoStore {
         Ok(())
     }
 
+    /// The keys of the lookups of every key the user holds (account deletion erases them).
+    pub(crate) async fn api_key_lookups_of(
+        &self,
+        user: UserId,
+    ) -> Result<Vec<super::users::Item>, StoreError> {
+        let (owners, _) = self
+            .query_page::<OwnerItem>(keys::user_pk(user), KEY_SK_PREFIX, 100, None)
+            .await?;
+        Ok(owners
+            .iter()
+            .map(|o| item_key(lookup_pk(&o.hash), "APIKEY"))
+            .collect())
+    }
+
     /// The user's live keys, newest first: one query, then one read of their lookups
     /// (where the last use is kept) together with the profile (the session check).
     pub async fn list_api_keys(

@@ -16,19 +16,20 @@
 //! Every step may run again: a retried `DELETE /v1/me` with the session that asked, or the
 //! sweep, continues where the last one stopped.
 
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, DeleteRequest, ReturnValuesOnConditionCheckFailure, WriteRequest,
+    AttributeValue, DeleteRequest, TransactWriteItem, Update, WriteRequest,
 };
 use time::OffsetDateTime;
 
 use super::generations::{GenerationItem, open_sk_prefix};
 use super::keys::{self, IDENTITY, PROFILE, SK};
 use super::ledger::{number, rfc3339};
+use super::tx::{Role, Tx};
 use super::users::{Item, from_item, item_key};
 use super::work::OPEN_INDEX;
 use super::{DynamoStore, StoreError, sdk_error};
 use crate::domain::UserId;
+use crate::domain::audit::{AuditAction, AuditRecord, Origin};
 use crate::domain::generation::Generation;
 
 /// The `open` index partition of deletions not yet finished.
@@ -37,7 +38,17 @@ const DELETING: &str = "DELETING";
 /// What the user's partition loses: generations, uploads, request records, rate windows,
 /// subscriptions and the customer mappings on the user's side. Ledger rows and their
 /// guards stay (no personal data; the balance must still equal their sum).
-const ERASED_PREFIXES: &[&str] = &["GEN#", "UPLOAD#", "IDEMP#", "RATE#", "SUB#", "CUSTOMER#"];
+const ERASED_PREFIXES: &[&str] = &[
+    "GEN#",
+    "UPLOAD#",
+    "IDEMP#",
+    "RATE#",
+    "SUB#",
+    "CUSTOMER#",
+    "APIKEY#",
+    "WHSEC",
+    "HOOK#",
+];
 
 /// How a deletion request found the account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,18 +65,17 @@ fn s(text: &str) -> AttributeValue {
 
 impl DynamoStore {
     /// Step 1, one write: the profile is marked deleted and its session version bumped,
-    /// if `session_version` is current. A retry by the session that asked, before the
-    /// deletion finished, is `Continuing`; any other session (or a finished deletion) is
-    /// `SessionRevoked`.
+    /// if `session_version` is current, with the security log's `account_deleted` entry.
+    /// A retry by the session that asked, before the deletion finished, is `Continuing`;
+    /// any other session (or a finished deletion) is `SessionRevoked`.
     pub async fn begin_deletion(
         &self,
         user: UserId,
         session_version: u64,
+        origin: &Origin,
     ) -> Result<DeletionStart, StoreError> {
         let now = OffsetDateTime::now_utc();
-        let result = self
-            .client
-            .update_item()
+        let mark = Update::builder()
             .table_name(&self.table)
             .set_key(Some(item_key(keys::user_pk(user), PROFILE)))
             .update_expression(
@@ -79,20 +89,31 @@ impl DynamoStore {
             .expression_attribute_values(":one", number(1))
             .expression_attribute_values(":deleting", s(DELETING))
             .expression_attribute_values(":since", s(&format!("{}#{user}", open_sk_prefix(now))))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        let error = match result {
-            Ok(_) => return Ok(DeletionStart::Started),
-            Err(e) => e,
-        };
-        let Some(UpdateItemError::ConditionalCheckFailedException(failed)) =
-            error.as_service_error()
-        else {
-            return Err(sdk_error(error));
-        };
-        let old = failed.item();
-        let field = |name: &str| old.and_then(|o| o.get(name));
+            .build()
+            .expect("table, key and expression are set");
+        let mut tx = Tx::default();
+        tx.push(
+            TransactWriteItem::builder().update(mark).build(),
+            Role::Named("deletion"),
+        );
+        // Kept without the address and device, like every entry of a deleted account.
+        let entry = AuditRecord::by_user(
+            AuditAction::AccountDeleted,
+            &Origin {
+                ip: None,
+                user_agent: None,
+                request_id: origin.request_id.clone(),
+            },
+            serde_json::json!({}),
+        );
+        self.push_audit(&mut tx, user, &entry, now);
+        match self.execute(tx).await {
+            Ok(()) => return Ok(DeletionStart::Started),
+            Err(StoreError::ConditionFailed("deletion")) => {}
+            Err(e) => return Err(e),
+        }
+        let old = self.get_user_item(user).await?;
+        let field = |name: &str| old.as_ref().and_then(|o| o.get(name));
         let asked_by_this_session = field("deleted_by_session")
             .and_then(|v| v.as_n().ok())
             .and_then(|n| n.parse::<u64>().ok())
@@ -143,7 +164,7 @@ impl DynamoStore {
             .key_condition_expression("pk = :pk")
             .expression_attribute_values(":pk", s(&keys::user_pk(user)))
             .projection_expression("pk, sk");
-        let erased: Vec<Item> = self
+        let mut erased: Vec<Item> = self
             .query_all(everything)
             .await?
             .into_iter()
@@ -153,7 +174,12 @@ impl DynamoStore {
                     .is_some_and(|sk| ERASED_PREFIXES.iter().any(|p| sk.starts_with(p)))
             })
             .collect();
+        // API keys: their lookups (keyed by the hash) go first, so that a key can never
+        // be found without its owner's listing having been found too.
+        let lookups = self.api_key_lookups_of(user).await?;
+        erased.splice(0..0, lookups);
         self.delete_all(erased).await?;
+        self.anonymise_audit(user).await?;
         let identities: Vec<String> = profile
             .get("identities")
             .and_then(|v| v.as_l().ok())

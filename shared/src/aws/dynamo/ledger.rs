@@ -140,8 +140,22 @@ impl DynamoStore {
     /// `AlreadyApplied` and changes nothing. A debit is refused with `InsufficientCredits`
     /// when the balance does not cover it.
     pub async fn apply(&self, change: &BalanceChange) -> Result<Applied, StoreError> {
+        self.apply_recorded(change, None).await
+    }
+
+    /// [`apply`](Self::apply), with `entry` in the user's security log in the same
+    /// transaction (an operator's grant): both land, or neither.
+    pub async fn apply_recorded(
+        &self,
+        change: &BalanceChange,
+        entry: Option<&crate::domain::audit::AuditRecord>,
+    ) -> Result<Applied, StoreError> {
+        let now = OffsetDateTime::now_utc();
         let mut tx = Tx::default();
-        let id = self.push_change(&mut tx, change, None, true, OffsetDateTime::now_utc());
+        let id = self.push_change(&mut tx, change, None, true, now);
+        if let Some(entry) = entry {
+            self.push_audit(&mut tx, change.user, entry, now);
+        }
         match self.execute(tx).await {
             Ok(()) => Ok(Applied::Applied(id)),
             Err(StoreError::AlreadyApplied) => Ok(Applied::AlreadyApplied),

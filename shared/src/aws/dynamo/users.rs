@@ -61,6 +61,18 @@ pub struct SignIn {
     pub bonus: i64,
     /// Where the sign-in came from, with the most bonuses one address gets per day.
     pub bonus_limit: Option<(String, u32)>,
+    /// The request, for the security log's `sign_in` entry.
+    pub origin: crate::domain::audit::Origin,
+}
+
+impl SignIn {
+    fn audit(&self, new_account: bool) -> crate::domain::audit::AuditRecord {
+        crate::domain::audit::AuditRecord::by_user(
+            crate::domain::audit::AuditAction::SignIn,
+            &self.origin,
+            serde_json::json!({"provider": self.provider, "new_account": new_account}),
+        )
+    }
 }
 
 fn sha256_hex(text: &str) -> String {
@@ -120,6 +132,9 @@ impl DynamoStore {
     /// one user and one bonus. The flag says whether this call created the user.
     pub async fn sign_in(&self, sign_in: &SignIn) -> Result<(User, bool), StoreError> {
         if let Some(user) = self.user_of_identity(sign_in).await? {
+            // A sign-in of a known user writes nothing else: its entry is a write of its
+            // own (the only one; a new user's is in the transaction that makes it).
+            self.append_audit(user.id, &sign_in.audit(false)).await?;
             return Ok((user, false));
         }
         let with_bonus = sign_in.bonus > 0;
@@ -169,6 +184,7 @@ impl DynamoStore {
             Role::Named("identity"),
         );
         tx.push(put_new(&self.table, to_item(&user)), Role::Named("user"));
+        self.push_audit(&mut tx, id, &sign_in.audit(true), now);
         if with_bonus {
             self.push_ledger_row(
                 &mut tx,
@@ -380,27 +396,32 @@ impl DynamoStore {
         &self,
         user: UserId,
         current_version: u64,
+        origin: &crate::domain::audit::Origin,
     ) -> Result<(), StoreError> {
-        let result = self
-            .client
-            .update_item()
+        let now = OffsetDateTime::now_utc();
+        let bump = Update::builder()
             .table_name(&self.table)
             .set_key(Some(item_key(keys::user_pk(user), PROFILE)))
             .update_expression("SET session_version = session_version + :one")
             .condition_expression(format!("session_version = :sv AND {LIVE}"))
             .expression_attribute_values(":one", AttributeValue::N("1".into()))
             .expression_attribute_values(":sv", AttributeValue::N(current_version.to_string()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Err(StoreError::SessionRevoked)
-            }
-            Err(e) => Err(sdk_error(e)),
+            .build()
+            .expect("table, key and expression are set");
+        let mut tx = Tx::default();
+        tx.push(
+            TransactWriteItem::builder().update(bump).build(),
+            Role::Named("session"),
+        );
+        let entry = crate::domain::audit::AuditRecord::by_user(
+            crate::domain::audit::AuditAction::Logout,
+            origin,
+            serde_json::json!({}),
+        );
+        self.push_audit(&mut tx, user, &entry, now);
+        match self.execute(tx).await {
+            Err(StoreError::ConditionFailed("session")) => Err(StoreError::SessionRevoked),
+            other => other,
         }
     }
 }

@@ -6,6 +6,8 @@
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use time::OffsetDateTime;
 
+use crate::domain::audit::{AuditAction, AuditRecord};
+
 use super::items::*;
 use super::{EventOutcome, apply_event};
 use crate::aws::dynamo::ledger::rfc3339;
@@ -74,7 +76,34 @@ impl DynamoStore {
             body: Some(String::from_utf8_lossy(body).into_owned()),
             received_at: rfc3339(OffsetDateTime::now_utc()),
         };
-        self.put_held(item).await?;
+        // The payer's security log says the payment waits, when the body names them (the
+        // metadata our checkout set); the event is kept either way.
+        let Some(user) = payer_hint(body) else {
+            self.put_held(item).await?;
+            return Ok(EventOutcome::Parked);
+        };
+        let mut tx = Tx::default();
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(to_item(&item)))
+            .build()
+            .expect("table and item are set");
+        tx.push(
+            TransactWriteItem::builder().put(put).build(),
+            Role::Named("held"),
+        );
+        let entry = AuditRecord::by(
+            super::write::provider_actor(provider),
+            AuditAction::PaymentParked,
+            serde_json::json!({
+                "provider": provider,
+                "event_id": unmapped.event_id,
+                "event_type": unmapped.event_type,
+                "product": unmapped.provider_product,
+            }),
+        );
+        self.push_audit(&mut tx, user, &entry, OffsetDateTime::now_utc());
+        self.execute(tx).await?;
         Ok(EventOutcome::Parked)
     }
 
@@ -164,6 +193,7 @@ impl DynamoStore {
         event_id: &str,
         assign_to: Option<UserId>,
         settings: &dyn Reread,
+        operator: &AuditRecord,
     ) -> Result<EventOutcome, StoreError> {
         let key = item_key(HELD_PK.into(), &held_sk(provider, event_id));
         let stored: HeldItem = self
@@ -203,7 +233,7 @@ impl DynamoStore {
                 )));
             }
         };
-        let outcome = apply_event(self, &event, assign_to).await?;
+        let outcome = apply_event(self, &event, assign_to, Some(operator)).await?;
         // Held again or still unattributed: the applying wrote the copy kept now.
         if matches!(
             outcome,
@@ -235,4 +265,24 @@ fn held_item(
         body: None,
         received_at: rfc3339(now),
     }
+}
+
+/// The user our checkout named in an event's metadata (`client_reference_id`, or any
+/// `user_id` of a metadata object), read from the raw body of an event that could not be
+/// read whole.
+fn payer_hint(body: &[u8]) -> Option<UserId> {
+    fn find(value: &serde_json::Value) -> Option<UserId> {
+        match value {
+            serde_json::Value::Object(map) => map
+                .iter()
+                .find_map(|(key, v)| match (key.as_str(), v.as_str()) {
+                    ("client_reference_id" | "user_id", Some(text)) => UserId::parse(text).ok(),
+                    _ => None,
+                })
+                .or_else(|| map.values().find_map(find)),
+            serde_json::Value::Array(items) => items.iter().find_map(find),
+            _ => None,
+        }
+    }
+    find(&serde_json::from_slice(body).ok()?)
 }

@@ -21,6 +21,8 @@ use std::collections::BTreeSet;
 use aws_sdk_dynamodb::types::AttributeValue;
 use time::OffsetDateTime;
 
+use crate::domain::audit::AuditRecord;
+
 pub use held::{HeldEvent, Reread};
 pub use items::HeldKind;
 use items::{SUB_PREFIX, SubItem, UserCustomerItem, sub_sk, user_customer_sk};
@@ -81,7 +83,7 @@ impl DynamoStore {
         &self,
         event: &PaymentEvent,
     ) -> Result<EventOutcome, StoreError> {
-        apply_event(self, event, None).await
+        apply_event(self, event, None, None).await
     }
 
     /// The user's customer id at `provider`, once a payment named one.
@@ -185,12 +187,14 @@ async fn apply_event(
     store: &DynamoStore,
     event: &PaymentEvent,
     assign_to: Option<UserId>,
+    operator: Option<&AuditRecord>,
 ) -> Result<EventOutcome, StoreError> {
     if let Effect::Ignored { why } = &event.effect {
         tracing::info!(event_id = %event.id, event_type = %event.event_type, why, "payment event ignored");
         return Ok(EventOutcome::Ignored);
     }
     if assign_to.is_none()
+        && operator.is_none()
         && let Some(outcome) = apply_unread(store, event).await?
     {
         return Ok(outcome);
@@ -248,7 +252,7 @@ async fn apply_event(
             }
             Decision::Apply(effects) => effects,
         };
-        let tx = store.effects_tx(event, &effects, read.versions, now);
+        let tx = store.effects_tx(event, &effects, read.versions, operator, now);
         match store.execute(tx).await {
             Ok(()) => {
                 write::emit(event.provider, &effects);
@@ -302,7 +306,7 @@ async fn apply_unread(
     let Decision::Apply(effects) = rules::decide(event, &state, now.unix_timestamp()) else {
         return Ok(None);
     };
-    let tx = store.effects_tx(event, &effects, read::Versions::default(), now);
+    let tx = store.effects_tx(event, &effects, read::Versions::default(), None, now);
     match store.execute(tx).await {
         Ok(()) => {
             write::emit(event.provider, &effects);

@@ -15,6 +15,7 @@ use crate::aws::dynamo::ledger::{number, put_new, rfc3339};
 use crate::aws::dynamo::tx::{Role, Tx};
 use crate::aws::dynamo::users::{Item, LIVE, item_key, to_item};
 use crate::domain::UserId;
+use crate::domain::audit::{Actor, AuditAction, AuditRecord};
 use crate::domain::ledger::LedgerReason;
 use crate::payments::rules::{CreditChange, CustomerLink, Effects, Sale, Show};
 use crate::payments::{PaymentEvent, Provider};
@@ -48,11 +49,20 @@ impl DynamoStore {
         event: &PaymentEvent,
         effects: &Effects,
         versions: Versions,
+        operator: Option<&AuditRecord>,
         now: OffsetDateTime,
     ) -> Tx {
         let provider = event.provider;
         let mut tx = Tx::default();
         self.push_event_record(&mut tx, event, effects.user_id, false, now);
+        if let Some(user) = effects.user_id {
+            self.push_audit(
+                &mut tx,
+                user,
+                &applied_entry(event, effects, user, operator),
+                now,
+            );
+        }
         // One update per profile: a transaction touches an item once.
         let mut by_user: BTreeMap<UserId, Vec<&CreditChange>> = BTreeMap::new();
         for change in &effects.credits {
@@ -284,5 +294,51 @@ pub(super) fn emit(provider: Provider, effects: &Effects) {
                 &[("Provider", provider)],
             );
         }
+    }
+}
+
+/// The security log's entry of an applied event: by the provider that sent it, or the
+/// operator's act that replayed it (`admin_replay`, their name and reason); what it moved
+/// for `user`.
+fn applied_entry(
+    event: &PaymentEvent,
+    effects: &Effects,
+    user: UserId,
+    operator: Option<&AuditRecord>,
+) -> AuditRecord {
+    let credits: i64 = effects
+        .credits
+        .iter()
+        .filter(|c| c.user_id == user)
+        .map(|c| c.delta)
+        .sum();
+    let detail = serde_json::json!({
+        "provider": event.provider,
+        "event_id": event.id,
+        "event_type": event.event_type,
+        "credits": credits,
+    });
+    match operator {
+        Some(act) => {
+            let mut entry = act.clone();
+            if let (Some(into), serde_json::Value::Object(event)) =
+                (entry.detail.as_object_mut(), detail)
+            {
+                into.extend(event);
+            }
+            entry
+        }
+        None => AuditRecord::by(
+            provider_actor(event.provider),
+            AuditAction::PaymentApplied,
+            detail,
+        ),
+    }
+}
+
+pub(super) fn provider_actor(provider: Provider) -> Actor {
+    match provider {
+        Provider::Stripe => Actor::Stripe,
+        Provider::Creem => Actor::Creem,
     }
 }
