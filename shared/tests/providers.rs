@@ -166,7 +166,11 @@ async fn handle(State(state): State<Arc<FakeState>>, request: Request) -> Respon
 // ---------------------------------------------------------------------------------------
 // Helpers.
 
+/// The timeout of the tests that time out: far below `SLOW`.
 const SHORT: Duration = Duration::from_millis(300);
+/// The timeout of every other test: an answer that is prompt on an idle machine may take
+/// seconds on a loaded one, and must not turn into a timeout there.
+const ROOMY: Duration = Duration::from_secs(4);
 const SLOW: Duration = Duration::from_secs(5);
 
 /// A real PNG for fakes to return.
@@ -209,7 +213,7 @@ fn key() -> Secret {
 fn gemini(fake: &Fake) -> GeminiProvider {
     GeminiProvider::new(&fake.base, key())
         .unwrap()
-        .with_timeout(SHORT)
+        .with_timeout(ROOMY)
 }
 
 fn gemini_image_answer(thought: &[u8], image: &[u8]) -> Value {
@@ -399,6 +403,7 @@ async fn gemini_slow_answer_times_out_as_transient() {
     let answer = gemini_image_answer(&png("a"), &png("b"));
     let fake = Fake::always(move || Reply::json(200, answer.clone()).after(SLOW)).await;
     let error = gemini(&fake)
+        .with_timeout(SHORT)
         .generate(&request("nano-banana", AspectRatio::SQUARE, &[]))
         .await
         .unwrap_err();
@@ -654,7 +659,7 @@ async fn bfl_polling_url_on_a_foreign_host_is_refused() {
 fn ark(fake: &Fake) -> ArkProvider {
     ArkProvider::new(&fake.base, key())
         .unwrap()
-        .with_timeout(SHORT)
+        .with_timeout(ROOMY)
 }
 
 fn ark_image_answer(image: &[u8]) -> Value {
@@ -807,6 +812,7 @@ async fn ark_slow_answer_times_out_as_transient() {
     let answer = ark_image_answer(&png("slow"));
     let fake = Fake::always(move || Reply::json(200, answer.clone()).after(SLOW)).await;
     let error = ark(&fake)
+        .with_timeout(SHORT)
         .generate(&request("seedream-4.0", AspectRatio::SQUARE, &[]))
         .await
         .unwrap_err();
@@ -839,7 +845,7 @@ async fn ark_answer_without_images_is_a_permanent_no_image() {
 fn openai(fake: &Fake) -> OpenAiProvider {
     OpenAiProvider::new(&fake.base, key(), "gpt-image-1")
         .unwrap()
-        .with_timeout(SHORT)
+        .with_timeout(ROOMY)
         .with_loopback_http(true)
 }
 
@@ -1023,6 +1029,7 @@ async fn openai_slow_answer_times_out_as_transient() {
     let answer = json!({ "data": [{ "b64_json": STANDARD.encode(png("late")) }] });
     let fake = Fake::always(move || Reply::json(200, answer.clone()).after(SLOW)).await;
     let error = openai(&fake)
+        .with_timeout(SHORT)
         .generate(&request("sora-image", AspectRatio::SQUARE, &[]))
         .await
         .unwrap_err();

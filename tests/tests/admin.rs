@@ -157,9 +157,18 @@ async fn refunding_a_stuck_generation_twice_refunds_once() {
     .await;
     let id = GenerationId::parse(created.body["id"].as_str().unwrap()).unwrap();
 
-    let dry = admin.refund_generation(id, true).await.unwrap();
-    let first = admin.refund_generation(id, false).await.unwrap();
-    let second = admin.refund_generation(id, false).await.unwrap();
+    let dry = admin
+        .refund_generation(id, "stuck for a day", true)
+        .await
+        .unwrap();
+    let first = admin
+        .refund_generation(id, "stuck for a day", false)
+        .await
+        .unwrap();
+    let second = admin
+        .refund_generation(id, "stuck for a day", false)
+        .await
+        .unwrap();
 
     assert_eq!(dry, RefundOutcome::WouldRefund { credits: 4 });
     assert_eq!(first, RefundOutcome::Refunded { credits: 4 });
@@ -179,6 +188,21 @@ async fn refunding_a_stuck_generation_twice_refunds_once() {
     .await;
     assert_eq!(read.status, StatusCode::OK);
     assert_eq!(read.body["refunded_credits"], 4);
+    let log = send(
+        &stack.router,
+        request(Method::GET, "/v1/me/security-log", Some(&token), None),
+    )
+    .await;
+    let refunds: Vec<&serde_json::Value> = log.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "admin_refund")
+        .collect();
+    assert_eq!(refunds.len(), 1, "{:?}", log.body);
+    assert_eq!(refunds[0]["actor"], "admin:ops-ada");
+    assert_eq!(refunds[0]["detail"]["reason"], "stuck for a day");
+    assert_eq!(refunds[0]["detail"]["credits"], 4);
 }
 
 async fn depth(stack: &Stack, url: &str) -> usize {

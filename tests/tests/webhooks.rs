@@ -500,3 +500,170 @@ async fn an_operator_lists_a_refused_delivery_and_sends_it_again() {
         "the first attempt's record is kept"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_generation_the_worker_runs_sends_started_then_completed_through_the_hooks_queue() {
+    let stack = stack_with_hook_targets("hook-worker", targets()).await;
+    let hooks = hooks_for(&stack, targets());
+    let receiver = receiver(vec![], None).await;
+    let (token, user) = dev_login(&stack.router, "worked@example.com").await;
+    let url = format!("http://receiver.test:{}/hooks", receiver.port);
+    let created = create(
+        &stack,
+        &token,
+        json!({"url": url, "events": ["started", "completed"]}),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::ACCEPTED, "{:?}", created.body);
+    let id = created.body["id"].as_str().unwrap().to_string();
+    let worker = e2e_tests::worker_for(
+        &stack,
+        shared::providers::Providers::new().with(
+            "nano-banana",
+            e2e_tests::scripted(|_, _| Ok(e2e_tests::png(32, 32))),
+        ),
+        |_| {},
+    );
+    let job = shared::aws::sqs::GenerationJob {
+        generation_id: shared::domain::GenerationId::parse(&id).unwrap(),
+        user_id: shared::domain::UserId::parse(user["id"].as_str().unwrap()).unwrap(),
+    };
+
+    let deadline = tokio::time::Instant::now() + worker.config.function_timeout;
+    assert_eq!(
+        worker.run(&job, deadline, None).await,
+        worker::Outcome::Done
+    );
+    pump_until(&stack, &hooks, || {
+        std::future::ready(receiver.got().len() >= 2)
+    })
+    .await;
+
+    let types: Vec<(String, String)> = receiver
+        .got()
+        .iter()
+        .map(|r| {
+            let body: Value = serde_json::from_slice(&r.body).unwrap();
+            (
+                body["type"].as_str().unwrap().to_string(),
+                body["data"]["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(types.len(), 2, "{types:?}");
+    assert!(
+        types.contains(&("generation.started".into(), "running".into()))
+            || types.contains(&("generation.started".into(), "succeeded".into())),
+        "{types:?}"
+    );
+    assert!(
+        types.contains(&("generation.completed".into(), "succeeded".into())),
+        "{types:?}"
+    );
+    let deliveries = stack
+        .services
+        .store
+        .user_deliveries(job.user_id)
+        .await
+        .unwrap();
+    assert_eq!(deliveries.len(), 2);
+    assert!(
+        deliveries
+            .iter()
+            .all(|d| d.state == shared::aws::dynamo::hooks::DeliveryState::Delivered)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_invocation_from_the_hooks_queue_delivers_instead_of_running_jobs() {
+    let stack = stack_with_hook_targets("hook-dispatch", targets()).await;
+    let receiver = receiver(vec![], None).await;
+    let (token, _) = dev_login(&stack.router, "dispatched@example.com").await;
+    completed_generation(
+        &stack,
+        &token,
+        &format!("http://receiver.test:{}/hooks", receiver.port),
+    )
+    .await;
+    let mut worker = worker::Worker::new(
+        &stack.services.settings,
+        &stack.clients,
+        shared::providers::Providers::new(),
+    );
+    worker.hooks = Some(hooks_for(&stack, targets()));
+    let worker = Arc::new(worker);
+    let url = worker.hooks.as_ref().unwrap().queue_url.clone();
+    let arn = local_runner::pump::queue_arn(&stack.clients.sqs, &url)
+        .await
+        .unwrap();
+    let received = stack
+        .clients
+        .sqs
+        .receive_message()
+        .queue_url(&url)
+        .wait_time_seconds(5)
+        .send()
+        .await
+        .unwrap();
+    let message = &received.messages()[0];
+    let event = json!({"Records": [{
+        "messageId": message.message_id(),
+        "receiptHandle": message.receipt_handle(),
+        "body": message.body(),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": arn,
+        "attributes": {"ApproximateReceiveCount": "1"},
+        "messageAttributes": {},
+    }]});
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let answer = worker.handle(event, deadline).await.unwrap();
+
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    assert_eq!(
+        receiver.got().len(),
+        1,
+        "delivered by the worker's entry point"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_started_event_lost_after_the_claim_is_sent_by_the_sweeper_once() {
+    let stack = stack_with_hook_targets("hook-started", targets()).await;
+    let hooks = hooks_for(&stack, targets());
+    let receiver = receiver(vec![], None).await;
+    let (token, user) = dev_login(&stack.router, "started@example.com").await;
+    let url = format!("http://receiver.test:{}/hooks", receiver.port);
+    let created = create(&stack, &token, json!({"url": url, "events": ["started"]})).await;
+    let user_id = shared::domain::UserId::parse(user["id"].as_str().unwrap()).unwrap();
+    let id = shared::domain::GenerationId::parse(created.body["id"].as_str().unwrap()).unwrap();
+    let mut worker = worker::Worker::new(
+        &stack.services.settings,
+        &stack.clients,
+        shared::providers::Providers::new(),
+    );
+    worker.hooks = Some(hooks.clone());
+    // Claimed 130 s ago (its lease runs for the attempt and margin from then), and the
+    // claim's send never happened.
+    let lease = worker.config.attempt_budget() + worker.config.lease_margin;
+    let until = time::OffsetDateTime::now_utc() + lease - time::Duration::seconds(130);
+    stack
+        .services
+        .store
+        .claim(user_id, id, "lease", until)
+        .await
+        .unwrap();
+
+    let first = worker.sweep().await;
+    let second = worker.sweep().await;
+    pump_until(&stack, &hooks, || {
+        std::future::ready(!receiver.got().is_empty())
+    })
+    .await;
+
+    assert_eq!(first.webhooks, 1, "{first:?}");
+    assert_eq!(second.webhooks, 0, "its delivery is open: not sent twice");
+    let body: Value = serde_json::from_slice(&receiver.got()[0].body).unwrap();
+    assert_eq!(body["type"], "generation.started");
+    assert_eq!(body["data"]["status"], "running");
+}

@@ -99,6 +99,7 @@ pub async fn finish_deletion(
         if store
             .finish(&generation, &[], Finisher::Deadline, error)
             .await?
+            .is_some()
         {
             tracing::info!(generation_id = %generation.id, "open generation of a deleted account finished and refunded");
         }

@@ -22,7 +22,7 @@ use shared::domain::generation::{
     CreateGeneration, Generation, GenerationRequest, GenerationView, ReferenceImage,
 };
 use shared::domain::{GenerationId, UploadId, UserId};
-use shared::hooks::{HookEvent, HookJob, WebhookConfig};
+use shared::hooks::{HookEvent, WebhookConfig};
 use shared::http::{ApiError, Caller, CurrentUser, FieldError, JsonBody, Page};
 use time::OffsetDateTime;
 
@@ -278,27 +278,11 @@ async fn validated(
 /// Sends the `completed` event of a generation this request ended (its delivery was
 /// recorded with the end, so a failed send is only late: the sweeper sends it again).
 async fn notify_completed(services: &Services, generation: &Generation) {
-    let (Some(url), Some(_)) = (
-        services.settings.hooks_queue_url.as_deref(),
-        generation
-            .webhook
-            .as_ref()
-            .filter(|w| w.wants(HookEvent::Completed)),
-    ) else {
-        return;
-    };
-    let job = HookJob {
-        user_id: generation.user_id,
-        generation_id: generation.id,
-        event: HookEvent::Completed,
-    };
-    if let Err(error) = services.queue.send_to(url, &job).await {
-        tracing::warn!(
-            error = format!("{:#}", anyhow::Error::new(error)),
-            generation_id = %generation.id,
-            "webhook event not queued; the sweeper will send it"
-        );
-    }
+    let url = services.settings.hooks_queue_url.as_deref();
+    services
+        .queue
+        .send_event(url, generation, HookEvent::Completed)
+        .await;
 }
 
 /// `Idempotency-Key`: 1 to 255 visible ASCII characters, when present.

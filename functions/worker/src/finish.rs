@@ -5,7 +5,8 @@
 use shared::aws::dynamo::StoreError;
 use shared::aws::dynamo::work::Finisher;
 use shared::aws::sqs::GenerationJob;
-use shared::domain::generation::{Generation, GenerationError, StoredImage};
+use shared::domain::generation::{Generation, GenerationError, Status, StoredImage};
+use shared::hooks::HookEvent;
 use tokio::time::Instant;
 
 use crate::Worker;
@@ -22,12 +23,12 @@ impl Worker {
         finisher: Finisher<'_>,
         e: GenerationError,
     ) -> Result<bool, Ours> {
-        let finished = match self
+        let ended = match self
             .store
             .finish(generation, new_images, finisher, e.clone())
             .await
         {
-            Ok(finished) => finished,
+            Ok(ended) => ended,
             // The account was deleted while its images were made: they are nobody's now,
             // and its deletion refunds the generation.
             Err(StoreError::AccountDeleted) => {
@@ -41,22 +42,36 @@ impl Worker {
             }
             Err(e) => return Err(e.into()),
         };
-        if !finished {
+        let Some(status) = ended else {
             tracing::info!("generation was finished by someone else");
             return Ok(false);
-        }
-        self.finished(generation, new_images.len(), &e);
+        };
+        self.finished(generation, new_images.len(), status, &e);
+        self.notify(generation, HookEvent::Completed).await;
         Ok(true)
     }
 
-    /// After a finish that went through (once per generation): the place a
-    /// `generation.completed` event goes.
-    fn finished(&self, generation: &Generation, new_images: usize, e: &GenerationError) {
+    /// After a finish that went through (once per generation): what it came to, for the
+    /// operator.
+    fn finished(
+        &self,
+        generation: &Generation,
+        new_images: usize,
+        status: Status,
+        e: &GenerationError,
+    ) {
         let k = generation.images.len() + new_images;
         let n = generation.n as usize;
         let model = [("Model", generation.model.as_str())];
         let refunded = generation.cost / i64::from(generation.n.max(1)) * (n - k.min(n)) as i64;
-        if k == n {
+        if status == Status::Canceled {
+            // Counted (GenerationsCanceled) when the owner asked, by the generate function.
+            tracing::info!(
+                images = k,
+                n,
+                "generation canceled at its owner's request; the rest refunded"
+            );
+        } else if k == n {
             tracing::info!(images = k, "generation succeeded");
             shared::metrics::count("GenerationsSucceeded", 1, &model);
         } else if k > 0 {

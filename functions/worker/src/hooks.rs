@@ -64,6 +64,19 @@ impl Hooks {
         }
     }
 
+    /// Whether this batch came from the hooks queue: its records' source ARN ends with
+    /// the queue's name, the last part of its URL (a batch comes from one queue).
+    pub fn consumes(&self, event: &SqsEvent) -> bool {
+        let name = self.queue_url.rsplit('/').next().unwrap_or_default();
+        event.records.first().is_some_and(|record| {
+            record
+                .event_source_arn
+                .as_deref()
+                .and_then(|arn| arn.rsplit(':').next())
+                == Some(name)
+        })
+    }
+
     /// One batch from the hooks queue: every record at once (each attempt is bounded by
     /// the 10-second timeout), only those to retry listed, each with its backoff set.
     pub async fn handle_sqs(self: &Arc<Self>, event: SqsEvent) -> SqsBatchResponse {

@@ -29,6 +29,8 @@ pub(crate) struct Produced {
     pub transient: Option<String>,
     /// A failure of ours (storing an image).
     pub ours: Option<StoreError>,
+    /// Its owner asked to cancel it: images not yet started were not started.
+    pub canceled: bool,
 }
 
 /// Why an image was not started.
@@ -36,6 +38,8 @@ pub(crate) struct Produced {
 pub(crate) enum Hold {
     /// Too little of the provider window is left: the next attempt makes it.
     OutOfTime,
+    /// Its owner asked to cancel it.
+    Canceled,
 }
 
 /// Why one image was not produced.
@@ -59,34 +63,40 @@ impl Worker {
         let missing: Vec<u32> = (0..generation.n).filter(|i| !have.contains(i)).collect();
         let aspect_ratio =
             AspectRatio::parse(&generation.aspect_ratio).unwrap_or(AspectRatio::SQUARE);
-        let results: Vec<Result<StoredImage, Failure>> = futures_util::stream::iter(missing)
-            .map(|index| async move {
-                self.may_start_image(generation, index, attempt)
-                    .map_err(Failure::Held)?;
-                let request = ImageRequest {
-                    model: &generation.model,
-                    prompt: &generation.prompt,
-                    aspect_ratio,
-                    references,
-                    index,
-                };
-                let made = chain
-                    .generate(
-                        &request,
-                        attempt.providers_until,
-                        self.config.provider_timeout,
-                    )
-                    .await
-                    .map_err(Failure::Provider)?;
-                self.store_image(generation, index, made).await
-            })
-            .buffer_unordered(self.config.images_in_parallel.max(1))
-            .collect()
-            .await;
+        let slots = self.config.images_in_parallel.max(1);
+        let results: Vec<Result<StoredImage, Failure>> =
+            futures_util::stream::iter(missing.into_iter().enumerate())
+                .map(|(position, index)| async move {
+                    // The first `slots` images start with the claim, which read the item; one
+                    // that waited for a slot looks again whether a cancel came meanwhile.
+                    self.may_start_image(generation, position >= slots, attempt)
+                        .await
+                        .map_err(Failure::Held)?;
+                    let request = ImageRequest {
+                        model: &generation.model,
+                        prompt: &generation.prompt,
+                        aspect_ratio,
+                        references,
+                        index,
+                    };
+                    let made = chain
+                        .generate(
+                            &request,
+                            attempt.providers_until,
+                            self.config.provider_timeout,
+                        )
+                        .await
+                        .map_err(Failure::Provider)?;
+                    self.store_image(generation, index, made).await
+                })
+                .buffer_unordered(slots)
+                .collect()
+                .await;
         let mut produced = Produced::default();
         for result in results {
             match result {
                 Ok(image) => produced.images.push(image),
+                Err(Failure::Held(Hold::Canceled)) => produced.canceled = true,
                 Err(Failure::Held(Hold::OutOfTime)) => {
                     produced
                         .transient
@@ -116,13 +126,14 @@ impl Worker {
         produced
     }
 
-    /// May the attempt start image `index` now? The one checkpoint before each provider
-    /// call: the time left in the attempt's provider window (and, where a cancel is
-    /// asked, the place it stops new images).
-    fn may_start_image(
+    /// May the attempt start an image now? The one checkpoint before each provider call:
+    /// the time left in the attempt's provider window and, for an image that `waited` for
+    /// a slot, a cancel asked since the claim (one read; unreadable, the image is made:
+    /// the finish still ends it `canceled`).
+    async fn may_start_image(
         &self,
-        _generation: &Generation,
-        _index: u32,
+        generation: &Generation,
+        waited: bool,
         attempt: &Attempt,
     ) -> Result<(), Hold> {
         if attempt
@@ -131,6 +142,19 @@ impl Worker {
             < MIN_CALL
         {
             return Err(Hold::OutOfTime);
+        }
+        if waited {
+            match self
+                .store
+                .get_generation(generation.user_id, generation.id)
+                .await
+            {
+                Ok(Some(fresh)) if fresh.cancel_requested => return Err(Hold::Canceled),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read for a cancel; the image is made")
+                }
+            }
         }
         Ok(())
     }

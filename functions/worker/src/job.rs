@@ -14,9 +14,11 @@
 //!   `lease_margin`) and the sweeper sends the job again.
 
 use shared::aws::dynamo::StoreError;
+use shared::aws::dynamo::cancel::canceled_error;
 use shared::aws::dynamo::work::{Claim, Finisher};
 use shared::aws::sqs::GenerationJob;
 use shared::domain::generation::{Generation, GenerationError, StoredImage};
+use shared::hooks::HookEvent;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
@@ -114,7 +116,7 @@ impl Worker {
                 return Outcome::Retry { delay_secs };
             }
         };
-        self.claimed(&generation);
+        self.claimed(&generation).await;
         match self.attempt(&generation, &attempt).await {
             Ok(outcome) => outcome,
             Err(ours) => {
@@ -124,21 +126,30 @@ impl Worker {
         }
     }
 
-    /// Right after a claim: the place a `generation.started` event goes (first claim:
-    /// `attempt == 1`).
-    fn claimed(&self, generation: &Generation) {
+    /// Right after a claim: the first one (`attempt == 1`) sends the `generation.started`
+    /// event (a lost send is found by the sweeper).
+    async fn claimed(&self, generation: &Generation) {
         tracing::info!(
             attempt = generation.attempt,
             images = generation.images.len(),
             n = generation.n,
             "claimed"
         );
+        if generation.attempt == 1 {
+            self.notify(generation, HookEvent::Started).await;
+        }
     }
 
     /// The work of one claimed attempt, up to its finish or release.
     async fn attempt(&self, generation: &Generation, attempt: &Attempt) -> Result<Outcome, Ours> {
         let finisher = Finisher::Holder(&attempt.lease_id);
         let now = OffsetDateTime::now_utc();
+        if generation.cancel_requested {
+            // Asked during an earlier attempt: it ends with what that attempt kept.
+            self.finish(generation, &[], finisher, canceled_error())
+                .await?;
+            return Ok(Outcome::Done);
+        }
         if generation.created_at + self.config.deadline < now {
             let e = error("deadline_exceeded", "the generation did not finish in time");
             self.finish(generation, &[], finisher, e).await?;
@@ -175,9 +186,18 @@ impl Worker {
             permanent,
             transient,
             ours,
+            canceled,
         } = produced;
         if let Some(error) = ours {
             return Err(Ours { error, images });
+        }
+        if canceled {
+            // The finish sees the cancel on its item and ends it `canceled`.
+            let mut asked = generation.clone();
+            asked.cancel_requested = true;
+            self.finish_keeping(&asked, images, finisher, canceled_error())
+                .await?;
+            return Ok(Outcome::Done);
         }
         if let Some(permanent) = permanent {
             self.finish_keeping(generation, images, finisher, permanent)
@@ -250,7 +270,19 @@ impl Worker {
             )
             .await
         {
-            Ok(()) => {}
+            Ok(false) => {}
+            Ok(true) => {
+                // Its owner asked to cancel it: no retry, it ends now with what it has.
+                let mut asked = generation.clone();
+                asked.images.extend_from_slice(images);
+                asked.cancel_requested = true;
+                let finisher = Finisher::Holder(&attempt.lease_id);
+                match self.finish(&asked, &[], finisher, canceled_error()).await {
+                    Ok(_) => return Outcome::Done,
+                    // The images are recorded: the returned message finishes it.
+                    Err(ours) => log_ours(&ours.error, "finish of a canceled generation"),
+                }
+            }
             Err(StoreError::ConditionFailed(_)) => {
                 tracing::info!("the lease was no longer ours at the release");
             }

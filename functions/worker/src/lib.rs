@@ -23,12 +23,15 @@ pub mod sweep;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_lambda_events::event::sqs::SqsEvent;
 use shared::aws::Clients;
 use shared::aws::dynamo::DynamoStore;
 use shared::aws::s3::BlobStore;
 use shared::aws::secrets::Secrets;
 use shared::aws::sqs::JobQueue;
 use shared::config::Settings;
+use shared::domain::generation::Generation;
+use shared::hooks::HookEvent;
 use shared::providers::{self, ProviderSettings, Providers};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -116,6 +119,9 @@ pub struct Worker {
     pub queue: JobQueue,
     pub providers: Providers,
     pub config: WorkerConfig,
+    /// The completion webhooks' handler (where the deployment has a hooks queue): the
+    /// worker sends their events and delivers them from the same binary.
+    pub hooks: Option<Arc<hooks::Hooks>>,
     /// Permits of 1 KiB of encoded references, shared by the records of this instance.
     reference_memory: Arc<Semaphore>,
 }
@@ -147,8 +153,19 @@ impl Worker {
             queue: JobQueue::new(clients.sqs.clone(), settings.queue_url.clone()),
             providers,
             reference_memory: Arc::new(Semaphore::new(config.reference_memory / 1024)),
+            hooks: settings
+                .hooks_queue_url
+                .clone()
+                .map(|url| Arc::new(hooks::Hooks::new(settings, clients, url))),
             config,
         }
+    }
+
+    /// Queues a webhook event of `generation` if it asked for it (after the write that
+    /// made the event due).
+    pub(crate) async fn notify(&self, generation: &Generation, event: HookEvent) {
+        let url = self.hooks.as_ref().map(|h| h.queue_url.as_str());
+        self.queue.send_event(url, generation, event).await;
     }
 
     /// Replaces the configuration (tests shorten its times); the reference memory pool
@@ -167,7 +184,10 @@ impl Worker {
         deadline: Instant,
     ) -> Result<serde_json::Value, lambda_runtime::Error> {
         if payload.get("Records").is_some() {
-            let event = serde_json::from_value(payload)?;
+            let event: SqsEvent = serde_json::from_value(payload)?;
+            if let Some(hooks) = self.hooks.as_ref().filter(|h| h.consumes(&event)) {
+                return Ok(serde_json::to_value(hooks.handle_sqs(event).await)?);
+            }
             return Ok(serde_json::to_value(
                 self.handle_sqs_until(event, deadline).await,
             )?);

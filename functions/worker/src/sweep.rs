@@ -14,9 +14,11 @@ use shared::aws::dynamo::generations::OPEN_SHARDS;
 use shared::aws::dynamo::work::{Finisher, OpenGeneration};
 use shared::aws::sqs::GenerationJob;
 use shared::domain::generation::Status;
+use shared::hooks::{HookEvent, HookJob};
 use time::OffsetDateTime;
 
 use crate::Worker;
+use crate::hooks::STARTED_GRACE_SECS;
 use crate::job::{Ours, error};
 
 /// What one sweep did.
@@ -30,6 +32,8 @@ pub struct SweepReport {
     pub finished: usize,
     /// Items that could not be read or handled (and shards that could not be read).
     pub skipped: usize,
+    /// Completion-webhook events sent again (their message lost).
+    pub webhooks: usize,
 }
 
 enum Swept {
@@ -43,6 +47,7 @@ impl Worker {
     pub async fn sweep(&self) -> SweepReport {
         let now = OffsetDateTime::now_utc();
         let mut report = SweepReport::default();
+        let mut started = Vec::new();
         for shard in 0..OPEN_SHARDS {
             let items = match self.store.open_generations(shard, now).await {
                 Ok(items) => items,
@@ -63,6 +68,13 @@ impl Worker {
                         continue;
                     }
                 };
+                if self.started_may_be_lost(&open, now) {
+                    started.push(HookJob {
+                        user_id: open.user_id,
+                        generation_id: open.id,
+                        event: HookEvent::Started,
+                    });
+                }
                 match self.sweep_one(&open, now).await {
                     Ok(Swept::Nothing) => {}
                     Ok(Swept::Requeued) => report.requeued += 1,
@@ -76,7 +88,33 @@ impl Worker {
                 }
             }
         }
+        if let Some(hooks) = &self.hooks {
+            match hooks.sweep_at(now, &started).await {
+                Ok(sent) => report.webhooks = sent,
+                Err(e) => {
+                    tracing::error!(
+                        error = format!("{:#}", anyhow::Error::new(e)),
+                        "could not sweep the webhook deliveries; skipped"
+                    );
+                    shared::metrics::count("SweeperSkipped", 1, &[]);
+                    report.skipped += 1;
+                }
+            }
+        }
         report
+    }
+
+    /// A running generation that wants `generation.started`, claimed (its lease taken)
+    /// longer ago than the event's grace: its event may have been lost between the claim
+    /// and the send (the hooks sweep sends it if no delivery exists).
+    fn started_may_be_lost(&self, open: &OpenGeneration, now: OffsetDateTime) -> bool {
+        let lease = self.config.attempt_budget() + self.config.lease_margin;
+        let grace = time::Duration::seconds(STARTED_GRACE_SECS);
+        open.wants_started
+            && open.status == Status::Running
+            && open
+                .lease_until
+                .is_some_and(|until| until - lease + grace < now)
     }
 
     async fn sweep_one(&self, open: &OpenGeneration, now: OffsetDateTime) -> Result<Swept, Ours> {

@@ -222,8 +222,10 @@ impl Admin {
     pub async fn refund_generation(
         &self,
         id: GenerationId,
+        reason: &str,
         dry_run: bool,
     ) -> anyhow::Result<RefundOutcome> {
+        anyhow::ensure!(!reason.trim().is_empty(), "--reason must say why");
         let Some(generation) = self.store.find_generation(id).await? else {
             return Ok(RefundOutcome::NotFound);
         };
@@ -239,11 +241,16 @@ impl Admin {
             code: "refunded_by_operator".into(),
             message: "the generation was stopped and refunded by support".into(),
         };
+        let entry = self.act(
+            AuditAction::AdminRefund,
+            serde_json::json!({"generation_id": id, "credits": credits, "reason": reason}),
+        );
         Ok(
             if self
                 .store
-                .finish(&generation, &[], Finisher::Deadline, error)
+                .finish_recorded(&generation, &[], Finisher::Deadline, error, Some(&entry))
                 .await?
+                .is_some()
             {
                 RefundOutcome::Refunded { credits }
             } else {

@@ -102,6 +102,9 @@ enum GenerationAction {
     /// Finish a stuck generation and refund what it did not produce, exactly once.
     Refund {
         id: String,
+        /// Why (kept in the user's security log with the operator's name).
+        #[arg(long)]
+        reason: String,
         #[arg(long)]
         dry_run: bool,
     },
@@ -254,9 +257,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     None => anyhow::bail!("no generation {id}"),
                 }
             }
-            GenerationAction::Refund { id, dry_run } => {
+            GenerationAction::Refund {
+                id,
+                reason,
+                dry_run,
+            } => {
                 match admin
-                    .refund_generation(GenerationId::parse(&id)?, dry_run)
+                    .refund_generation(GenerationId::parse(&id)?, &reason, dry_run)
                     .await?
                 {
                     RefundOutcome::Refunded { credits } => {

@@ -11,7 +11,6 @@ use shared::aws::secrets::Secrets;
 use shared::config::require_strong;
 use shared::providers::{self, ProviderSettings};
 use worker::Worker;
-use worker::hooks::Hooks;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -53,11 +52,10 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let clients = Clients::new(&sdk, None);
     let worker = Arc::new(Worker::new(&settings, &clients, providers));
-    let hooks = Arc::new(Hooks::new(
-        &settings,
-        &clients,
-        provisioned.hooks_queue_url.clone(),
-    ));
+    let hooks = worker
+        .hooks
+        .clone()
+        .expect("the local stack has a hooks queue");
     let services = Arc::new(Services::new(settings, &sdk, &secret, None));
     let auth = Arc::new(auth::AuthContext::from_lookup(
         |name| std::env::var(name).ok(),

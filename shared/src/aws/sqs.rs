@@ -4,7 +4,9 @@ use aws_sdk_sqs::Client;
 use serde::{Deserialize, Serialize};
 
 use super::dynamo::{StoreError, sdk_error};
+use crate::domain::generation::Generation;
 use crate::domain::{GenerationId, UserId};
+use crate::hooks::{HookEvent, HookJob};
 
 /// The message that asks a worker to run a generation; it carries the owner because the
 /// generation's key starts with it.
@@ -103,6 +105,28 @@ impl JobQueue {
     /// One `SendMessage` to the generation queue.
     pub async fn send(&self, job: &GenerationJob) -> Result<(), StoreError> {
         self.send_to(&self.url, job).await
+    }
+
+    /// Queues `event` of `generation` on the hooks queue at `hooks_url` if its creator
+    /// asked for it. The write that made it due has recorded (or lets the sweeper find)
+    /// it, so a failed send only makes it late: logged, not returned.
+    pub async fn send_event(
+        &self,
+        hooks_url: Option<&str>,
+        generation: &Generation,
+        event: HookEvent,
+    ) {
+        let (Some(url), Some(job)) = (hooks_url, HookJob::wanted(generation, event)) else {
+            return;
+        };
+        if let Err(error) = self.send_to(url, &job).await {
+            tracing::warn!(
+                error = format!("{:#}", anyhow::Error::new(error)),
+                generation_id = %generation.id,
+                event = event.as_str(),
+                "webhook event not queued; the sweeper will send it"
+            );
+        }
     }
 
     /// One `SendMessage` of `message` (as JSON) to another queue of ours (the hooks queue).

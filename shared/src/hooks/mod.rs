@@ -133,6 +133,22 @@ pub struct HookJob {
 }
 
 impl HookJob {
+    /// The job of `event` for `generation`, if its creator asked for that event.
+    pub fn wanted(
+        generation: &crate::domain::generation::Generation,
+        event: HookEvent,
+    ) -> Option<Self> {
+        generation
+            .webhook
+            .as_ref()
+            .filter(|w| w.wants(event))
+            .map(|_| Self {
+                user_id: generation.user_id,
+                generation_id: generation.id,
+                event,
+            })
+    }
+
     /// `webhook-id`: the same on every attempt of one event.
     pub fn webhook_id(&self) -> String {
         format!("msg_{}_{}", self.generation_id.ulid(), self.event.as_str())

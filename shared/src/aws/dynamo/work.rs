@@ -14,6 +14,7 @@ use super::ledger::{BalanceChange, number, parse_time, rfc3339};
 use super::tx::{Role, Tx};
 use super::users::{from_item, item_key, to_item};
 use super::{DynamoStore, StoreError, sdk_error};
+use crate::domain::audit::AuditRecord;
 use crate::domain::generation::{Generation, GenerationError, Status, StoredImage};
 use crate::domain::ledger::LedgerReason;
 use crate::domain::{Credits, GenerationId, UserId};
@@ -55,6 +56,8 @@ pub struct OpenGeneration {
     /// The current (or last) lease of a running one.
     pub lease_id: Option<String>,
     pub lease_until: Option<OffsetDateTime>,
+    /// Its creator asked for the `generation.started` webhook event.
+    pub wants_started: bool,
 }
 
 /// An item of the open index that could not be read as a generation.
@@ -191,7 +194,8 @@ impl DynamoStore {
     /// missing ones) and shortens the lease to `retry_at`, when the returned message is due
     /// again: anyone may claim from then on (that message at once, whatever the lease), and
     /// the sweeper takes it for abandoned only after it; `ConditionFailed("lease")` when the
-    /// lease is no longer ours.
+    /// lease is no longer ours. Returns whether its owner has asked to cancel it (the
+    /// holder then finishes it `canceled` at once instead of leaving it for a retry).
     pub async fn release(
         &self,
         user: UserId,
@@ -199,7 +203,7 @@ impl DynamoStore {
         lease_id: &str,
         new_images: &[StoredImage],
         retry_at: OffsetDateTime,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let images = ImageSets::of(new_images);
         let mut update = self
             .client
@@ -218,31 +222,109 @@ impl DynamoStore {
         for (name, value) in images.values {
             update = update.expression_attribute_values(name, value);
         }
-        lease_result(update.send().await.map(|_| ()))
+        let out = update
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map(|out| out.attributes);
+        let attributes = lease_result(out)?.unwrap_or_default();
+        Ok(attributes
+            .get("cancel_requested")
+            .and_then(|v| v.as_bool().ok())
+            .copied()
+            .unwrap_or(false))
     }
 
     /// Ends the generation exactly once: `succeeded` with the images it has and
     /// `new_images` (refunding the missing ones) or, with none, `failed` with `error` and
-    /// the whole cost refunded; the images, the status, the refund and its ledger row in
-    /// one transaction. The condition (still open, who may finish, and the number of
-    /// images the caller read) makes a second finisher fail: `Ok(false)` means someone
-    /// else finished it or it changed meanwhile. A holder's finish for a deleted account is
-    /// refused with `AccountDeleted` (its images are then nobody's to keep).
+    /// the whole cost refunded; a generation whose owner asked to cancel it ends `canceled`
+    /// instead (with the images it has, the rest refunded). The images, the status, the
+    /// refund and its ledger row, and the pending `completed` webhook delivery in one
+    /// transaction. The condition (still open, who may finish, the number of images the
+    /// caller read, and whether a cancel came) makes a second finisher fail: `Ok(None)`
+    /// means someone else finished it or it changed meanwhile; a cancel that came after
+    /// the caller's read is seen on a fresh read and the finish made `canceled`. A holder's
+    /// finish for a deleted account is refused with `AccountDeleted` (its images are then
+    /// nobody's to keep). `Some(status)` is what it ended as.
     pub async fn finish(
         &self,
         generation: &Generation,
         new_images: &[StoredImage],
         finisher: Finisher<'_>,
         error: GenerationError,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<Status>, StoreError> {
+        self.finish_recorded(generation, new_images, finisher, error, None)
+            .await
+    }
+
+    /// [`Self::finish`] with an entry of the owner's security log written in the same
+    /// transaction (an operator's refund).
+    pub async fn finish_recorded(
+        &self,
+        generation: &Generation,
+        new_images: &[StoredImage],
+        finisher: Finisher<'_>,
+        error: GenerationError,
+        entry: Option<&AuditRecord>,
+    ) -> Result<Option<Status>, StoreError> {
+        match self
+            .finish_once(generation, new_images, finisher, &error, entry)
+            .await?
+        {
+            Some(status) => Ok(Some(status)),
+            None if !generation.cancel_requested => {
+                // The usual reason is another finisher; the other is a cancel that came
+                // after our read, which only this read tells apart.
+                match self
+                    .get_generation(generation.user_id, generation.id)
+                    .await?
+                {
+                    Some(fresh)
+                        if fresh.cancel_requested
+                            && !fresh.status.is_final()
+                            && fresh.images.len() == generation.images.len() =>
+                    {
+                        let mut canceled = generation.clone();
+                        canceled.cancel_requested = true;
+                        self.finish_once(&canceled, new_images, finisher, &error, entry)
+                            .await
+                    }
+                    _ => Ok(None),
+                }
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn finish_once(
+        &self,
+        generation: &Generation,
+        new_images: &[StoredImage],
+        finisher: Finisher<'_>,
+        error: &GenerationError,
+        entry: Option<&AuditRecord>,
+    ) -> Result<Option<Status>, StoreError> {
         let now = OffsetDateTime::now_utc();
         let recorded = generation.images.len() as i64;
         let produced = recorded + new_images.len() as i64;
         let n = i64::from(generation.n.max(1));
         let refund = generation.cost / n * (n - produced.min(n));
-        let succeeded = produced > 0;
+        let (status, error) = if generation.cancel_requested {
+            (Status::Canceled, super::cancel::canceled_error())
+        } else if produced > 0 {
+            (Status::Succeeded, error.clone())
+        } else {
+            (Status::Failed, error.clone())
+        };
         let images = ImageSets::of(new_images);
         let mut condition = String::from("(#s = :queued OR #s = :running) AND size(images) = :k");
+        if generation.cancel_requested {
+            condition.push_str(" AND cancel_requested = :yes");
+        } else {
+            condition.push_str(
+                " AND (attribute_not_exists(cancel_requested) OR cancel_requested = :no)",
+            );
+        }
         let mut update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(gen_key(generation.user_id, generation.id)))
@@ -250,12 +332,17 @@ impl DynamoStore {
             .expression_attribute_values(":queued", s("queued"))
             .expression_attribute_values(":running", s("running"))
             .expression_attribute_values(":k", number(recorded))
-            .expression_attribute_values(
-                ":final",
-                s(if succeeded { "succeeded" } else { "failed" }),
-            )
+            .expression_attribute_values(":final", s(status.as_str()))
             .expression_attribute_values(":refund", number(refund))
-            .expression_attribute_values(":now", s(&rfc3339(now)));
+            .expression_attribute_values(":now", s(&rfc3339(now)))
+            .expression_attribute_values(
+                if generation.cancel_requested {
+                    ":yes"
+                } else {
+                    ":no"
+                },
+                AttributeValue::Bool(generation.cancel_requested),
+            );
         match finisher {
             Finisher::Holder(lease_id) => {
                 condition.push_str(" AND lease_id = :lid");
@@ -267,7 +354,7 @@ impl DynamoStore {
             }
             Finisher::Deadline => {}
         }
-        let set_error = if succeeded && refund == 0 {
+        let set_error = if status == Status::Succeeded && refund == 0 {
             ""
         } else {
             ", #e = :error"
@@ -316,9 +403,13 @@ impl DynamoStore {
             TransactWriteItem::builder().update(update).build(),
             Role::Named("open"),
         );
+        self.push_completed_hook(&mut tx, generation, now);
+        if let Some(entry) = entry {
+            self.push_audit(&mut tx, generation.user_id, entry, now);
+        }
         match self.execute(tx).await {
-            Ok(()) => Ok(true),
-            Err(StoreError::ConditionFailed("open")) => Ok(false),
+            Ok(()) => Ok(Some(status)),
+            Err(StoreError::ConditionFailed("open")) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -365,6 +456,10 @@ impl DynamoStore {
                     lease_until: generation
                         .lease_until
                         .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok()),
+                    wants_started: generation
+                        .webhook
+                        .as_ref()
+                        .is_some_and(|w| w.wants(crate::hooks::HookEvent::Started)),
                 })
             })
             .collect())
@@ -474,11 +569,11 @@ impl ImageSets {
     }
 }
 
-fn lease_result<R: std::fmt::Debug + Send + Sync + 'static>(
-    result: Result<(), aws_sdk_dynamodb::error::SdkError<UpdateItemError, R>>,
-) -> Result<(), StoreError> {
+fn lease_result<T, R: std::fmt::Debug + Send + Sync + 'static>(
+    result: Result<T, aws_sdk_dynamodb::error::SdkError<UpdateItemError, R>>,
+) -> Result<T, StoreError> {
     match result {
-        Ok(()) => Ok(()),
+        Ok(value) => Ok(value),
         Err(e)
             if e.as_service_error()
                 .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
