@@ -295,6 +295,7 @@ fn every_subcommand_has_help() {
         vec!["events", "list", "--help"],
         vec!["events", "replay", "--help"],
         vec!["user", "show", "--help"],
+        vec!["audit", "list", "--help"],
     ] {
         let out = std::process::Command::new(&binary)
             .args(&args)

@@ -99,6 +99,37 @@ async fn an_operators_grant_names_the_operator_and_the_reason_once() {
 }
 
 #[tokio::test]
+async fn an_operator_lists_a_users_entries_by_action_and_time() {
+    let pay = pay_stack("audit-list").await;
+    let admin = pay.admin(settings(&pay.base));
+    admin
+        .grant(pay.user_id(), 5, "goodwill for ticket 10", None, false)
+        .await
+        .unwrap();
+
+    let all = admin.audit(pay.user_id(), None, None).await.unwrap();
+    let grants = admin
+        .audit(pay.user_id(), Some("admin_grant"), Some("2000-01-01"))
+        .await
+        .unwrap();
+    let tomorrow = (time::OffsetDateTime::now_utc() + time::Duration::days(1)).date();
+    let later = admin
+        .audit(pay.user_id(), None, Some(&tomorrow.to_string()))
+        .await
+        .unwrap();
+    let unknown = admin.audit(pay.user_id(), Some("sign_on"), None).await;
+
+    assert!(all.len() >= 2, "the sign-in and the grant: {all:?}");
+    assert_eq!(all[0].action.as_str(), "admin_grant", "newest first");
+    assert_eq!(grants.len(), 1);
+    assert!(later.is_empty());
+    assert!(
+        unknown.is_err(),
+        "an unknown action is refused, not an empty list"
+    );
+}
+
+#[tokio::test]
 async fn an_operators_replay_of_a_stored_event_is_logged_as_theirs() {
     let pay = pay_stack("audit-replay").await;
     let orphan = Invoice {

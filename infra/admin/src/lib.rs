@@ -11,7 +11,7 @@ use shared::aws::dynamo::payments::{EventOutcome, HeldEvent};
 use shared::aws::dynamo::work::Finisher;
 use shared::aws::dynamo::{Applied, BalanceChange, DynamoStore, StoreError};
 use shared::aws::sqs::JobQueue;
-use shared::domain::audit::{Actor, AuditAction, AuditRecord};
+use shared::domain::audit::{Actor, AuditAction, AuditEntry, AuditRecord};
 use shared::domain::generation::{Generation, GenerationError};
 use shared::domain::ledger::LedgerEntry;
 use shared::domain::user::User;
@@ -310,6 +310,24 @@ impl Admin {
         )
     }
 
+    /// A user's security log, newest first, of one action (as API.md names it) and since
+    /// a time (RFC 3339, or a date for its midnight UTC) when given.
+    pub async fn audit(
+        &self,
+        user: UserId,
+        action: Option<&str>,
+        since: Option<&str>,
+    ) -> anyhow::Result<Vec<AuditEntry>> {
+        let action = action
+            .map(|a| {
+                AuditAction::parse(a)
+                    .with_context(|| format!("unknown action {a:?} (API.md, Security log)"))
+            })
+            .transpose()?;
+        let since = since.map(parse_since).transpose()?;
+        Ok(self.store.audit_entries(user, action, since).await?)
+    }
+
     /// A user by id (`usr_…`) or email, with the last 10 ledger rows.
     pub async fn user_report(&self, who: &str) -> anyhow::Result<Option<UserReport>> {
         let user = match UserId::parse(who) {
@@ -378,4 +396,17 @@ impl Admin {
     fn act(&self, action: AuditAction, detail: serde_json::Value) -> AuditRecord {
         AuditRecord::by(Actor::admin(&self.operator), action, detail)
     }
+}
+
+/// `--since`: an RFC 3339 time, or a date (`2026-12-01`) for its midnight UTC.
+pub fn parse_since(text: &str) -> anyhow::Result<time::OffsetDateTime> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(at) = time::OffsetDateTime::parse(text, &Rfc3339) {
+        return Ok(at);
+    }
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    let date = time::Date::parse(text, &format).with_context(|| {
+        format!("--since {text:?}: expected 2026-12-01 or 2026-12-01T10:00:00Z")
+    })?;
+    Ok(date.midnight().assume_utc())
 }

@@ -93,6 +93,26 @@ enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// A user's security log (what was done to the account and by whom).
+    Audit {
+        #[command(subcommand)]
+        action: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Print a user's entries, newest first.
+    List {
+        #[arg(long)]
+        user: String,
+        /// Only this action (`sign_in`, `admin_grant`, ...).
+        #[arg(long)]
+        action: Option<String>,
+        /// Only entries from then on: `2026-12-01` or `2026-12-01T10:00:00Z`.
+        #[arg(long)]
+        since: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -408,5 +428,32 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             None => anyhow::bail!("no user {who}"),
         },
+        Command::Audit {
+            action:
+                AuditCommand::List {
+                    user,
+                    action,
+                    since,
+                },
+        } => {
+            let entries = admin
+                .audit(UserId::parse(&user)?, action.as_deref(), since.as_deref())
+                .await?;
+            for e in &entries {
+                println!(
+                    "{} {} {} actor={} ip={} ua={:?} request={} detail={}",
+                    e.created_at,
+                    e.id,
+                    e.action.as_str(),
+                    e.actor,
+                    e.ip.as_deref().unwrap_or("-"),
+                    e.user_agent.as_deref().unwrap_or("-"),
+                    e.request_id.as_deref().unwrap_or("-"),
+                    e.detail
+                );
+            }
+            println!("{} entries", entries.len());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
