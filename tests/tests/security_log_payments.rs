@@ -215,3 +215,20 @@ async fn after_deletion_the_entries_are_kept_without_address_or_device_and_end_w
         "{entries:?}"
     );
 }
+
+#[tokio::test]
+async fn a_payment_parked_for_an_unmapped_product_is_logged_once_for_its_payer() {
+    let pay = pay_stack_with("audit-parked", &["STRIPE_PRICE_PRO_YEARLY"]).await;
+    let year = paid_year(&pay.user, "sub_audit_parked", "cus_audit_parked", 0);
+    let event = year.event("evt_audit_parked", "invoice.paid");
+
+    pay.stripe(&event).await;
+    pay.stripe(&event).await;
+
+    let entries = log(&pay, &pay.token).await;
+    let parked = of(&entries, "payment_parked");
+    assert_eq!(parked.len(), 1, "{entries:?}");
+    assert_eq!(parked[0]["actor"], "stripe");
+    assert_eq!(parked[0]["detail"]["event_id"], "evt_audit_parked");
+    assert!(of(&entries, "payment_applied").is_empty());
+}

@@ -83,9 +83,11 @@ impl DynamoStore {
             return Ok(EventOutcome::Parked);
         };
         let mut tx = Tx::default();
+        // Parked once: a redelivery of a parked event finds it there and logs nothing more.
         let put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(to_item(&item)))
+            .condition_expression("attribute_not_exists(pk)")
             .build()
             .expect("table and item are set");
         tx.push(
@@ -103,8 +105,10 @@ impl DynamoStore {
             }),
         );
         self.push_audit(&mut tx, user, &entry, OffsetDateTime::now_utc());
-        self.execute(tx).await?;
-        Ok(EventOutcome::Parked)
+        match self.execute(tx).await {
+            Ok(()) | Err(StoreError::ConditionFailed("held")) => Ok(EventOutcome::Parked),
+            Err(e) => Err(e),
+        }
     }
 
     pub(super) async fn store_unattributed(
