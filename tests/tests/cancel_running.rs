@@ -90,6 +90,37 @@ fn run(
     })
 }
 
+/// A stack, a gated provider for nano-banana, a worker using it (with `slots` images at
+/// once) and a generation of `n` images accepted for a new user.
+struct Arranged {
+    stack: Stack,
+    gated: Arc<Gated>,
+    worker: Arc<worker::Worker>,
+    token: String,
+    user: UserId,
+    id: GenerationId,
+}
+
+async fn arrange(test: &str, n: u32, transient: bool, slots: usize) -> Arranged {
+    let stack = stack(test, |_| {}).await;
+    let gated = Gated::new(transient);
+    let worker = worker_for(
+        &stack,
+        Providers::new().with("nano-banana", gated.clone()),
+        |c| c.images_in_parallel = slots,
+    );
+    let email = format!("{test}@example.com");
+    let (token, user, id) = accepted_generation(&stack, &email, "nano-banana", n, &[]).await;
+    Arranged {
+        stack,
+        gated,
+        worker,
+        token,
+        user,
+        id,
+    }
+}
+
 async fn refund_rows(stack: &Stack, token: &str) -> Vec<Value> {
     let rows = stack.ledger(token).await;
     let sum: i64 = rows.iter().map(|r| r["delta"].as_i64().unwrap()).sum();
@@ -105,15 +136,14 @@ async fn refund_rows(stack: &Stack, token: &str) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cancel_while_two_of_four_images_are_made_keeps_those_two_and_refunds_the_others() {
-    let stack = stack("cancel-run-four", |_| {}).await;
-    let gated = Gated::new(false);
-    let worker = worker_for(
-        &stack,
-        Providers::new().with("nano-banana", gated.clone()),
-        |c| c.images_in_parallel = 2,
-    );
-    let (token, user, id) =
-        accepted_generation(&stack, "four@example.com", "nano-banana", 4, &[]).await;
+    let Arranged {
+        stack,
+        gated,
+        worker,
+        token,
+        user,
+        id,
+    } = arrange("cancel-run-four", 4, false, 2).await;
     let running = run(&worker, user, id);
     gated.until_started(2).await;
 
@@ -147,15 +177,14 @@ async fn a_cancel_while_two_of_four_images_are_made_keeps_those_two_and_refunds_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cancel_while_the_only_image_is_made_ends_canceled_with_it_and_refunds_nothing() {
-    let stack = stack("cancel-run-one", |_| {}).await;
-    let gated = Gated::new(false);
-    let worker = worker_for(
-        &stack,
-        Providers::new().with("nano-banana", gated.clone()),
-        |_| {},
-    );
-    let (token, user, id) =
-        accepted_generation(&stack, "one@example.com", "nano-banana", 1, &[]).await;
+    let Arranged {
+        stack,
+        gated,
+        worker,
+        token,
+        user,
+        id,
+    } = arrange("cancel-run-one", 1, false, 4).await;
     let running = run(&worker, user, id);
     gated.until_started(1).await;
 
@@ -185,15 +214,14 @@ async fn a_cancel_while_the_only_image_is_made_ends_canceled_with_it_and_refunds
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cancel_during_an_attempt_that_fails_for_now_ends_it_at_once_instead_of_a_retry() {
-    let stack = stack("cancel-run-retry", |_| {}).await;
-    let gated = Gated::new(true);
-    let worker = worker_for(
-        &stack,
-        Providers::new().with("nano-banana", gated.clone()),
-        |_| {},
-    );
-    let (token, user, id) =
-        accepted_generation(&stack, "retry@example.com", "nano-banana", 2, &[]).await;
+    let Arranged {
+        stack,
+        gated,
+        worker,
+        token,
+        user,
+        id,
+    } = arrange("cancel-run-retry", 2, true, 4).await;
     let running = run(&worker, user, id);
     gated.until_started(2).await;
 
@@ -212,15 +240,14 @@ async fn a_cancel_during_an_attempt_that_fails_for_now_ends_it_at_once_instead_o
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_generation_canceled_between_attempts_ends_at_its_next_claim_without_a_provider_call() {
-    let stack = stack("cancel-run-claim", |_| {}).await;
-    let gated = Gated::new(false);
-    let worker = worker_for(
-        &stack,
-        Providers::new().with("nano-banana", gated.clone()),
-        |_| {},
-    );
-    let (token, user, id) =
-        accepted_generation(&stack, "claim@example.com", "nano-banana", 1, &[]).await;
+    let Arranged {
+        stack,
+        gated,
+        worker,
+        token,
+        user,
+        id,
+    } = arrange("cancel-run-claim", 1, false, 4).await;
     // An earlier attempt's lease, expired: the cancel marks it, the next claim sees it.
     let expired = time::OffsetDateTime::now_utc() - time::Duration::seconds(1);
     stack
