@@ -1,6 +1,7 @@
 //! Cancelling a running generation against the emulator: the worker starts no further
 //! image, keeps the ones already being made, and ends it `canceled` through its one
-//! exactly-once finish, refunding the images not made.
+//! exactly-once finish, refunding the images not made. And, with the same gated provider,
+//! an attempt whose generation vanished under it leaves no image behind.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,6 +23,8 @@ struct Gated {
     started_one: Notify,
     release: Semaphore,
     transient: bool,
+    /// Only images from this index on fail (with `transient`).
+    transient_from: u32,
 }
 
 impl Gated {
@@ -31,6 +34,7 @@ impl Gated {
             started_one: Notify::new(),
             release: Semaphore::new(0),
             transient,
+            transient_from: 0,
         })
     }
 
@@ -49,11 +53,11 @@ impl ImageProvider for Gated {
         "gated"
     }
 
-    async fn generate(&self, _: &ImageRequest<'_>) -> Result<Vec<u8>, ProviderError> {
+    async fn generate(&self, request: &ImageRequest<'_>) -> Result<Vec<u8>, ProviderError> {
         self.started.fetch_add(1, Ordering::SeqCst);
         self.started_one.notify_one();
         self.release.acquire().await.unwrap().forget();
-        if self.transient {
+        if self.transient && request.index >= self.transient_from {
             return Err(ProviderError::Transient("the host is overloaded".into()));
         }
         Ok(e2e_tests::png(64, 64))
@@ -266,4 +270,53 @@ async fn a_generation_canceled_between_attempts_ends_at_its_next_claim_without_a
     assert_eq!(ended.status, Status::Canceled);
     assert_eq!(ended.refunded_credits, 2);
     assert_eq!(stack.balance(&token).await, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn images_of_an_attempt_whose_generation_vanished_before_its_release_are_removed() {
+    let stack = stack("cancel-run-vanished", |_| {}).await;
+    let gated = Arc::new(Gated {
+        transient_from: 1,
+        ..Arc::into_inner(Gated::new(true)).unwrap()
+    });
+    let worker = worker_for(
+        &stack,
+        Providers::new().with("nano-banana", gated.clone()),
+        |_| {},
+    );
+    let (_, user, id) =
+        accepted_generation(&stack, "vanished@example.com", "nano-banana", 2, &[]).await;
+    let running = run(&worker, user, id);
+    gated.until_started(2).await;
+    // The item goes away under the attempt (an account deletion's erase does this).
+    stack
+        .clients
+        .dynamo
+        .delete_item()
+        .table_name(&stack.services.settings.table_name)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("USER#{user}")),
+        )
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("GEN#{id}")),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    gated.release.add_permits(2);
+    running.await.unwrap();
+
+    let left = stack
+        .services
+        .blobs
+        .list(&format!("images/{user}/"))
+        .await
+        .unwrap();
+    assert!(
+        left.is_empty(),
+        "the unrecorded image was removed: {left:?}"
+    );
 }

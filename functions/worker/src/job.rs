@@ -285,6 +285,7 @@ impl Worker {
             }
             Err(StoreError::ConditionFailed(_)) => {
                 tracing::info!("the lease was no longer ours at the release");
+                self.remove_unrecorded(generation, images).await;
             }
             Err(e) => log_ours(&e, "release"),
         }
@@ -296,6 +297,43 @@ impl Worker {
         );
         Outcome::Retry {
             delay_secs: delay.as_secs().min(i32::MAX as u64) as i32,
+        }
+    }
+}
+
+impl Worker {
+    /// The images this attempt stored that the generation does not hold: the lease went to
+    /// another attempt (which makes its own under its own keys), or the generation or its
+    /// account is gone; nobody will ever show them. Read first, because a finish whose
+    /// answer was lost may have recorded them after all.
+    async fn remove_unrecorded(&self, generation: &Generation, images: &[StoredImage]) {
+        if images.is_empty() {
+            return;
+        }
+        let recorded: Vec<String> = match self
+            .store
+            .get_generation(generation.user_id, generation.id)
+            .await
+        {
+            Ok(fresh) => fresh
+                .map(|g| g.images.into_iter().map(|i| i.key).collect())
+                .unwrap_or_default(),
+            Err(e) => return log_ours(&e, "reading before removing unrecorded images"),
+        };
+        let keys: Vec<String> = images
+            .iter()
+            .map(|i| i.key.clone())
+            .filter(|k| !recorded.contains(k))
+            .collect();
+        if keys.is_empty() {
+            return;
+        }
+        match self.blobs.delete(&keys).await {
+            Ok(()) => tracing::info!(
+                removed = keys.len(),
+                "unrecorded images of this attempt removed"
+            ),
+            Err(e) => log_ours(&e, "removing unrecorded images"),
         }
     }
 }
