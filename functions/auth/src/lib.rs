@@ -615,8 +615,14 @@ async fn logout(
     ))
 }
 
-async fn me(CurrentUser(user): CurrentUser) -> Json<Me> {
-    Json(user.into())
+/// The profile, with what will expire: the ledger is read only for a user some of whose
+/// credits may expire.
+async fn me(
+    State(services): State<Arc<Services>>,
+    CurrentUser(user): CurrentUser,
+) -> Result<Json<Me>, ApiError> {
+    let expiring = services.store.expiring_credits(&user).await?;
+    Ok(Json(Me::with_expiring(user, &expiring)))
 }
 
 /// Deletes the account (see [`deletion`]): marked deleted and every session revoked in one

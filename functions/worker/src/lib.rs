@@ -13,6 +13,7 @@
 //! - [`hooks`]: the completion-webhook queue's deliveries.
 
 pub mod batch;
+mod expire;
 mod finish;
 pub mod hooks;
 mod images;

@@ -4,7 +4,9 @@
 //! - sends again a `running` generation whose lease has expired (its worker died, was cut
 //!   off, or its retry message was lost), once per lease: it is retried within the lease
 //!   plus one sweep interval instead of waiting for its deadline;
-//! - finishes and refunds a generation past its deadline, whoever holds it.
+//! - finishes and refunds a generation past its deadline, whoever holds it;
+//! - then, from the sparse index of upcoming expiries, expires what is left of each grant
+//!   whose expiry came (`expire.rs`), after this sweep's refunds.
 //!
 //! An item it cannot read or handle is logged with its key, counted (`SweeperSkipped`) and
 //! skipped; the sweep goes on with the rest.
@@ -30,6 +32,8 @@ pub struct SweepReport {
     pub recovered: usize,
     /// Past the deadline: finished and refunded.
     pub finished: usize,
+    /// `expired` rows written (credits whose grant's expiry came).
+    pub expired: usize,
     /// Items that could not be read or handled (and shards that could not be read).
     pub skipped: usize,
     /// Completion-webhook events sent again (their message lost).
@@ -101,6 +105,7 @@ impl Worker {
                 }
             }
         }
+        self.expire_due(now, &mut report).await;
         report
     }
 

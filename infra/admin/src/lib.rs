@@ -6,12 +6,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use shared::aws::Clients;
+use shared::aws::dynamo::expiry::ExpiryReport;
 use shared::aws::dynamo::hooks::Delivery;
 use shared::aws::dynamo::payments::{EventOutcome, HeldEvent};
 use shared::aws::dynamo::work::Finisher;
 use shared::aws::dynamo::{Applied, BalanceChange, DynamoStore, StoreError};
 use shared::aws::sqs::JobQueue;
 use shared::domain::audit::{Actor, AuditAction, AuditEntry, AuditRecord};
+use shared::domain::expiry::GrantLeft;
 use shared::domain::generation::{Generation, GenerationError};
 use shared::domain::ledger::LedgerEntry;
 use shared::domain::user::User;
@@ -45,7 +47,19 @@ pub struct Mismatch {
 pub struct Reconciliation {
     pub users: usize,
     pub mismatches: Vec<Mismatch>,
+    /// Users whose `expired` rows are not what replaying their ledger gives.
+    pub expiry_mismatches: Vec<(UserId, ExpiryReport)>,
 }
+
+impl Reconciliation {
+    pub fn is_clean(&self) -> bool {
+        self.mismatches.is_empty() && self.expiry_mismatches.is_empty()
+    }
+}
+
+/// An expiry is reported missing only when it is this much overdue: the sweeper runs every
+/// minute, and a refund to an expired grant waits for its next run.
+pub const EXPIRY_SLACK: Duration = Duration::from_secs(10 * 60);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GrantOutcome {
@@ -85,6 +99,8 @@ pub enum RefundOutcome {
 pub struct UserReport {
     pub user: User,
     pub recent_ledger: Vec<LedgerEntry>,
+    /// The grants the replay of the ledger keeps, with what is left of each.
+    pub grants: Vec<GrantLeft>,
 }
 
 impl Admin {
@@ -125,13 +141,16 @@ impl Admin {
         let mut report = Reconciliation {
             users: 0,
             mismatches: Vec::new(),
+            expiry_mismatches: Vec::new(),
         };
         for result in futures_util::future::join_all(walks).await {
-            let (users, mismatches) = result?;
+            let (users, mismatches, expiries) = result?;
             report.users += users;
             report.mismatches.extend(mismatches);
+            report.expiry_mismatches.extend(expiries);
         }
         report.mismatches.sort_by_key(|m| m.user);
+        report.expiry_mismatches.sort_by_key(|(user, _)| *user);
         Ok(report)
     }
 
@@ -141,10 +160,11 @@ impl Admin {
         segments: i32,
         page_size: i32,
         pause: Duration,
-    ) -> anyhow::Result<(usize, Vec<Mismatch>)> {
+    ) -> anyhow::Result<(usize, Vec<Mismatch>, Vec<(UserId, ExpiryReport)>)> {
         let mut cursor = None;
         let mut users = 0;
         let mut mismatches = Vec::new();
+        let mut expiries = Vec::new();
         loop {
             let page = self
                 .store
@@ -164,10 +184,15 @@ impl Admin {
                         });
                     }
                 }
+                let overdue = time::OffsetDateTime::now_utc() - EXPIRY_SLACK;
+                let check = self.store.check_expiries(user, overdue).await?;
+                if !check.is_clean() {
+                    expiries.push((user, check));
+                }
             }
             match page.next {
                 Some(next) => cursor = Some(next),
-                None => return Ok((users, mismatches)),
+                None => return Ok((users, mismatches, expiries)),
             }
             tokio::time::sleep(pause).await;
         }
@@ -340,9 +365,11 @@ impl Admin {
         };
         let Some(user) = user else { return Ok(None) };
         let (recent_ledger, _) = self.store.ledger_page(user.id, 10, None).await?;
+        let grants = self.store.grants_left(user.id).await?;
         Ok(Some(UserReport {
             user,
             recent_ledger,
+            grants,
         }))
     }
 }

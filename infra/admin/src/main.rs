@@ -223,12 +223,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     m.user, m.balance, m.ledger_sum
                 );
             }
+            for (user, check) in &report.expiry_mismatches {
+                for wrong in &check.wrong {
+                    println!(
+                        "EXPIRY {user} row={} grant={} recorded={} replayed={}",
+                        wrong.row, wrong.grant, wrong.recorded, wrong.expected
+                    );
+                }
+                for (grant, credits) in &check.missing {
+                    println!("EXPIRY {user} grant={grant} overdue={credits}");
+                }
+            }
             println!(
-                "checked {} users, {} mismatches",
+                "checked {} users, {} mismatches, {} with expiries the replay does not give",
                 report.users,
-                report.mismatches.len()
+                report.mismatches.len(),
+                report.expiry_mismatches.len()
             );
-            Ok(if report.mismatches.is_empty() {
+            Ok(if report.is_clean() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(2)
@@ -417,6 +429,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 match &u.subscription {
                     Some(s) => println!("  subscription: {s:?}"),
                     None => println!("  subscription: none"),
+                }
+                for g in &report.grants {
+                    let expires = g.expires_at.map_or_else(
+                        || "never".to_string(),
+                        |at| {
+                            time::OffsetDateTime::from_unix_timestamp(at)
+                                .map_or_else(|_| at.to_string(), |t| t.to_string())
+                        },
+                    );
+                    println!(
+                        "  grant {} {} ref={} granted={} left={} expired={} expires={expires}",
+                        g.id, g.reason, g.reference, g.granted, g.left, g.expired
+                    );
                 }
                 for row in report.recent_ledger {
                     println!(

@@ -224,11 +224,14 @@ pub async fn sweep_every(worker: Arc<Worker>, interval: Duration) {
     loop {
         ticks.tick().await;
         let report = worker.sweep().await;
-        if report.requeued + report.recovered + report.finished + report.skipped > 0 {
+        if report.requeued + report.recovered + report.finished + report.expired + report.skipped
+            > 0
+        {
             tracing::info!(
                 requeued = report.requeued,
                 recovered = report.recovered,
                 finished = report.finished,
+                expired = report.expired,
                 skipped = report.skipped,
                 "swept"
             );

@@ -107,6 +107,18 @@ prefixed_id!(
     AuditId, "aud_", "audit entry"
 );
 
+impl LedgerId {
+    /// A new id that sorts after `previous` (a row that must come after the rows it was
+    /// decided from, whatever another writer's clock said).
+    pub fn after(previous: Option<LedgerId>) -> Self {
+        let fresh = Ulid::new();
+        match previous.and_then(|p| p.0.increment()) {
+            Some(next) if next > fresh => Self(next),
+            _ => Self(fresh),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,8 @@ pub enum LedgerReason {
     Purchase,
     Subscription,
     Clawback,
+    /// What was left of a grant at its expiry (`ref`: the grant's row).
+    Expired,
     Admin,
 }
 
@@ -29,6 +31,7 @@ impl LedgerReason {
             Self::Purchase => "purchase",
             Self::Subscription => "subscription",
             Self::Clawback => "clawback",
+            Self::Expired => "expired",
             Self::Admin => "admin",
         }
     }
@@ -50,4 +53,7 @@ pub struct LedgerEntry {
     pub reference: String,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// When a grant's credits expire (`null`: never, or not a grant).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
 }

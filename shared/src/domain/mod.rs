@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod catalog;
 pub mod credits;
+pub mod expiry;
 pub mod generation;
 pub mod ids;
 pub mod ledger;

@@ -25,6 +25,16 @@ pub struct Price {
     pub currency: &'static str,
 }
 
+/// Whether the credits of a product expire (the catalog's `credits_expire`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CreditsExpire {
+    /// At the end of the period they were granted for (a subscription's default).
+    PeriodEnd,
+    /// Never (a pack's default).
+    Never,
+}
+
 /// One product. Provider price ids map to `id` through configuration, never by amount.
 #[derive(Debug, Serialize)]
 pub struct Product {
@@ -34,12 +44,22 @@ pub struct Product {
     pub interval: Option<Interval>,
     credits: u32,
     pub price: Price,
+    pub credits_expire: CreditsExpire,
 }
 
 impl Product {
     /// Credits granted per purchase, or per paid period for a subscription.
     pub fn credits(&self) -> Credits {
         Credits::new(i64::from(self.credits)).expect("catalog grants are positive")
+    }
+
+    /// When credits granted for a period ending at `period_end` expire (unix seconds);
+    /// `None`: never.
+    pub fn expiry(&self, period_end: i64) -> Option<i64> {
+        match (self.kind, self.credits_expire) {
+            (ProductKind::Subscription, CreditsExpire::PeriodEnd) => Some(period_end),
+            _ => None,
+        }
     }
 }
 
@@ -58,6 +78,7 @@ pub static PRODUCTS: &[Product] = &[
         interval: None,
         credits: 100,
         price: usd(999),
+        credits_expire: CreditsExpire::Never,
     },
     Product {
         id: "credits_500",
@@ -66,6 +87,7 @@ pub static PRODUCTS: &[Product] = &[
         interval: None,
         credits: 500,
         price: usd(3999),
+        credits_expire: CreditsExpire::Never,
     },
     Product {
         id: "pro_monthly",
@@ -74,6 +96,7 @@ pub static PRODUCTS: &[Product] = &[
         interval: Some(Interval::Month),
         credits: 600,
         price: usd(2999),
+        credits_expire: CreditsExpire::PeriodEnd,
     },
     Product {
         id: "pro_yearly",
@@ -82,6 +105,7 @@ pub static PRODUCTS: &[Product] = &[
         interval: Some(Interval::Year),
         credits: 7200,
         price: usd(29999),
+        credits_expire: CreditsExpire::PeriodEnd,
     },
 ];
 

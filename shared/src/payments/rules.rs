@@ -37,6 +37,9 @@ pub struct Grant {
     /// start>` for a period.
     pub reference: String,
     pub product_id: String,
+    /// When its credits expire (unix seconds); `None`: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
 }
 
 /// One dispute of a payment.
@@ -133,6 +136,8 @@ impl PeriodGrant {
             credits: self.credits,
             reference: period_reference(&self.subscription_id, self.period_start),
             product_id: self.product_id.clone(),
+            expires_at: products::product(&self.product_id)
+                .and_then(|p| p.expiry(self.period_end)),
         }
     }
 }
@@ -339,6 +344,10 @@ pub struct CreditChange {
     pub delta: i64,
     pub reason: LedgerReason,
     pub reference: String,
+    /// A grant's expiry (unix seconds); `None`: never.
+    pub expires_at: Option<i64>,
+    /// For a claw-back or a restore: the reference of the grant it acts on.
+    pub source: Option<String>,
 }
 
 /// Credits given for a payment: a pack, a paid period, or what a won dispute gives back.
@@ -350,6 +359,8 @@ pub fn grant(user_id: UserId, credits: i64, reason: LedgerReason, reference: &st
         delta: credits,
         reason,
         reference: reference.to_string(),
+        expires_at: None,
+        source: None,
     }
 }
 
@@ -361,6 +372,8 @@ fn claw_back(user_id: UserId, credits: i64, reference: &str) -> CreditChange {
         delta: -credits,
         reason: LedgerReason::Clawback,
         reference: reference.to_string(),
+        expires_at: None,
+        source: None,
     }
 }
 
@@ -515,6 +528,7 @@ fn decide_purchase(provider: Provider, purchase: &Purchase, state: &State) -> De
             credits,
             reference: purchase.payment_id.clone(),
             product_id: product.id.to_string(),
+            expires_at: None,
         });
         order.amount = purchase.amount.or(order.amount);
         order.currency = purchase.currency.clone().or(order.currency);
@@ -570,12 +584,15 @@ fn decide_period(
                 event_id: event.id.clone(),
             };
             let reference = period_reference(&period.subscription_id, period.period_start);
-            effects.credits.push(grant(
-                account.user_id,
-                granted.credits,
-                LedgerReason::Subscription,
-                &reference,
-            ));
+            effects.credits.push(CreditChange {
+                expires_at: product.expiry(granted.period_end),
+                ..grant(
+                    account.user_id,
+                    granted.credits,
+                    LedgerReason::Subscription,
+                    &reference,
+                )
+            });
             effects.sale = Some(Sale::Renewal(product.id));
             effects.period = Some(granted.clone());
             granted
@@ -741,16 +758,21 @@ fn decide_dispute(provider: Provider, dispute: &Dispute, state: &State) -> Decis
 fn settle(order: &mut Order, credits: &mut Vec<CreditChange>) {
     let target = order.claw_target();
     let delta = target - order.clawed;
-    if let Some(owner) = order.owner() {
+    if let Some(granted) = &order.grant {
+        let owner = granted.user_id;
+        // Both act on the grant they take back or restore; a restore keeps its expiry.
+        let source = Some(granted.reference.clone());
         if delta > 0 {
-            credits.push(claw_back(owner, delta, &order.payment_id));
+            credits.push(CreditChange {
+                source,
+                ..claw_back(owner, delta, &order.payment_id)
+            });
         } else if delta < 0 {
-            credits.push(grant(
-                owner,
-                -delta,
-                LedgerReason::Purchase,
-                &order.payment_id,
-            ));
+            credits.push(CreditChange {
+                source,
+                expires_at: granted.expires_at,
+                ..grant(owner, -delta, LedgerReason::Purchase, &order.payment_id)
+            });
         }
         order.clawed = target;
     }
@@ -862,6 +884,7 @@ mod tests {
                 credits,
                 reference: "pi_1".into(),
                 product_id: "pro_yearly".into(),
+                expires_at: None,
             }),
             amount: Some(amount),
             ..Order::new(Provider::Stripe, "pi_1")

@@ -110,18 +110,64 @@ pub enum Applied {
 
 /// A ledger row as stored. It holds no personal data, so it outlives account deletion.
 #[derive(Debug, Serialize, Deserialize)]
-struct LedgerRow {
-    pk: String,
-    sk: String,
-    id: LedgerId,
-    delta: i64,
-    reason: LedgerReason,
+pub(crate) struct LedgerRow {
+    pub(crate) pk: String,
+    pub(crate) sk: String,
+    pub(crate) id: LedgerId,
+    pub(crate) delta: i64,
+    pub(crate) reason: LedgerReason,
     #[serde(rename = "ref")]
-    reference: String,
-    created_at: String,
+    pub(crate) reference: String,
+    pub(crate) created_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    note: Option<String>,
+    pub(crate) note: Option<String>,
+    /// A grant's expiry, unix seconds (not `expires_at`: that is the table's TTL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) credits_expire_at: Option<i64>,
+    /// A claw-back's or a restore's grant (its reference).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) source: Option<String>,
 }
+
+impl LedgerRow {
+    /// The row as the expiry replay reads it.
+    pub(crate) fn replayed(&self) -> crate::domain::expiry::Row {
+        crate::domain::expiry::Row {
+            id: self.id.to_string(),
+            delta: self.delta,
+            reason: self.reason,
+            reference: self.reference.clone(),
+            at: parse_time(&self.created_at).unix_timestamp(),
+            expires_at: self.credits_expire_at,
+            source: self.source.clone(),
+        }
+    }
+
+    pub(crate) fn entry(self) -> LedgerEntry {
+        LedgerEntry {
+            id: self.id,
+            delta: self.delta,
+            reason: self.reason,
+            reference: self.reference,
+            created_at: parse_time(&self.created_at),
+            expires_at: self
+                .credits_expire_at
+                .and_then(|at| OffsetDateTime::from_unix_timestamp(at).ok()),
+        }
+    }
+}
+
+/// What a ledger row says besides its amount and reason.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RowMeta<'a> {
+    pub(crate) expires_at: Option<i64>,
+    pub(crate) source: Option<&'a str>,
+}
+
+/// The profile's counter of balance changes: every write that moves `credits` adds one in
+/// the same update, so the expiry step's write, conditioned on the count it read, fails
+/// when anything moved the balance since.
+pub(crate) const BUMP_VERSION: &str = "ADD balance_version :one";
 
 /// Our own timestamps read back; one we did not write reads as the epoch rather than
 /// failing a whole listing.
@@ -222,7 +268,10 @@ impl DynamoStore {
         now: OffsetDateTime,
     ) -> LedgerId {
         let mut condition = String::from("attribute_exists(pk)");
-        let mut values = HashMap::from([(":d".to_string(), number(change.delta))]);
+        let mut values = HashMap::from([
+            (":d".to_string(), number(change.delta)),
+            (":one".to_string(), number(1)),
+        ]);
         if live {
             condition.push_str(" AND ");
             condition.push_str(super::users::LIVE);
@@ -239,7 +288,7 @@ impl DynamoStore {
             .table_name(&self.table)
             .key(PK, AttributeValue::S(keys::user_pk(change.user)))
             .key(SK, AttributeValue::S(PROFILE.into()))
-            .update_expression("SET credits = credits + :d")
+            .update_expression(format!("SET credits = credits + :d {BUMP_VERSION}"))
             .condition_expression(condition)
             .set_expression_attribute_values(Some(values))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
@@ -263,6 +312,8 @@ impl DynamoStore {
             reference: change.reference.clone(),
             created_at: rfc3339(now),
             note: change.note.clone(),
+            credits_expire_at: None,
+            source: None,
         };
         self.push_row(tx, row);
         if guarded {
@@ -283,6 +334,7 @@ impl DynamoStore {
     }
 
     /// Adds a ledger row to `tx`. Its transaction must be conditioned on what caused it.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn push_ledger_row(
         &self,
         tx: &mut Tx,
@@ -290,9 +342,27 @@ impl DynamoStore {
         delta: i64,
         reason: LedgerReason,
         reference: &str,
+        meta: RowMeta<'_>,
         now: OffsetDateTime,
     ) -> LedgerId {
         let id = LedgerId::new();
+        self.push_ledger_row_as(tx, id, user, delta, reason, reference, meta, now);
+        id
+    }
+
+    /// [`push_ledger_row`](Self::push_ledger_row) with the row's id chosen by the caller.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn push_ledger_row_as(
+        &self,
+        tx: &mut Tx,
+        id: LedgerId,
+        user: UserId,
+        delta: i64,
+        reason: LedgerReason,
+        reference: &str,
+        meta: RowMeta<'_>,
+        now: OffsetDateTime,
+    ) {
         let row = LedgerRow {
             pk: keys::user_pk(user),
             sk: keys::ledger_sk(id),
@@ -302,9 +372,10 @@ impl DynamoStore {
             reference: reference.to_string(),
             created_at: rfc3339(now),
             note: None,
+            credits_expire_at: meta.expires_at,
+            source: meta.source.map(str::to_string),
         };
         self.push_row(tx, row);
-        id
     }
 
     fn push_row(&self, tx: &mut Tx, row: LedgerRow) {
@@ -325,16 +396,7 @@ impl DynamoStore {
         let (rows, next) = self
             .query_page::<LedgerRow>(keys::user_pk(user), LEDGER_PREFIX, limit, start)
             .await?;
-        let entries = rows
-            .into_iter()
-            .map(|r| LedgerEntry {
-                id: r.id,
-                delta: r.delta,
-                reason: r.reason,
-                reference: r.reference,
-                created_at: parse_time(&r.created_at),
-            })
-            .collect();
+        let entries = rows.into_iter().map(LedgerRow::entry).collect();
         Ok((entries, next))
     }
 

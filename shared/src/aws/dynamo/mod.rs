@@ -9,6 +9,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod cancel;
 pub mod deletion;
+pub mod expiry;
 pub mod generations;
 pub mod hooks;
 mod keys;

@@ -101,6 +101,9 @@ struct UserItem {
     /// The current subscription, kept by the payment transactions that change it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     subscription: Option<crate::domain::payment::SubscriptionSummary>,
+    /// Some grant's credits may still expire (kept by the grants and the expiry step).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    has_expiring: bool,
 }
 
 impl UserItem {
@@ -114,6 +117,7 @@ impl UserItem {
             session_version: self.session_version,
             subscription: self.subscription,
             created_at: parse_time(&self.created_at),
+            has_expiring: self.has_expiring,
         }
     }
 }
@@ -171,6 +175,7 @@ impl DynamoStore {
             identities: vec![identity_pk.clone()],
             deleted_at: None,
             subscription: None,
+            has_expiring: false,
         };
         let identity = IdentityItem {
             pk: identity_pk.clone(),
@@ -192,6 +197,7 @@ impl DynamoStore {
                 bonus,
                 LedgerReason::SignupBonus,
                 &id.to_string(),
+                super::ledger::RowMeta::default(),
                 now,
             );
             // Kept after account deletion (a hash, no personal data): one bonus per identity.

@@ -11,7 +11,8 @@ use super::items::*;
 use super::read::Versions;
 use crate::aws::dynamo::DynamoStore;
 use crate::aws::dynamo::keys::{self, PK, PROFILE, SK};
-use crate::aws::dynamo::ledger::{number, put_new, rfc3339};
+use crate::aws::dynamo::expiry::HAS_EXPIRING;
+use crate::aws::dynamo::ledger::{BUMP_VERSION, RowMeta, number, put_new, rfc3339};
 use crate::aws::dynamo::tx::{Role, Tx};
 use crate::aws::dynamo::users::{Item, LIVE, item_key, to_item};
 use crate::domain::UserId;
@@ -75,6 +76,7 @@ impl DynamoStore {
         for (user, changes) in by_user {
             let show = effects.show.as_ref().filter(|_| Some(user) == show_user);
             self.push_profile(&mut tx, user, &changes, show);
+            let mut expiries = std::collections::BTreeSet::new();
             for change in changes {
                 self.push_ledger_row(
                     &mut tx,
@@ -82,8 +84,16 @@ impl DynamoStore {
                     change.delta,
                     change.reason,
                     &change.reference,
+                    RowMeta {
+                        expires_at: change.expires_at,
+                        source: change.source.as_deref(),
+                    },
                     now,
                 );
+                expiries.extend(change.expires_at.filter(|_| change.delta > 0));
+            }
+            for at in expiries {
+                self.push_expiry_entry(&mut tx, user, at);
             }
         }
         if let Some(order) = &effects.order {
@@ -153,6 +163,15 @@ impl DynamoStore {
         let mut sets = vec!["credits = credits + :d".to_string()];
         let mut names = HashMap::new();
         let mut values = HashMap::from([(":d".to_string(), number(delta))]);
+        let mut bump = "";
+        if !changes.is_empty() {
+            bump = BUMP_VERSION;
+            values.insert(":one".to_string(), number(1));
+        }
+        if changes.iter().any(|c| c.expires_at.is_some() && c.delta > 0) {
+            sets.push(format!("{HAS_EXPIRING} = :expiring"));
+            values.insert(":expiring".to_string(), AttributeValue::Bool(true));
+        }
         let mut condition = format!("attribute_exists(pk) AND {LIVE}");
         if let Some(show) = show {
             sets.push("#sub = :sub, #subkey = :subkey".into());
@@ -176,7 +195,7 @@ impl DynamoStore {
             .table_name(&self.table)
             .key(PK, AttributeValue::S(keys::user_pk(user)))
             .key(SK, AttributeValue::S(PROFILE.into()))
-            .update_expression(format!("SET {}", sets.join(", ")))
+            .update_expression(format!("SET {} {bump}", sets.join(", ")))
             .condition_expression(condition)
             .set_expression_attribute_names((!names.is_empty()).then_some(names))
             .set_expression_attribute_values(Some(values))
