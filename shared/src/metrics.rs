@@ -112,6 +112,12 @@ pub const CATALOG: &[MetricSpec] = &[
         "credits taken back for refunds and disputes",
     ),
     spec(
+        "CreditsExpired",
+        Unit::Count,
+        &[],
+        "credits left of grants whose expiry came (the sweeper's expiry step)",
+    ),
+    spec(
         "Purchases",
         Unit::Count,
         &["Provider", "Product"],
