@@ -26,8 +26,8 @@ impl Drop for Running {
     }
 }
 
-#[tokio::test]
-async fn the_run_command_serves_models_and_a_dev_sign_in_shows_the_bonus() {
+/// Starts the README's run command with `env` added; where it listens.
+fn start(env: &[(&str, &str)]) -> (Running, String) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap();
@@ -38,6 +38,7 @@ async fn the_run_command_serves_models_and_a_dev_sign_in_shows_the_bonus() {
         .env("MOTO_PORT", moto_port.to_string())
         .env_remove("AWS_ENDPOINT_URL")
         .env("LOG_FORMAT", "json")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -55,6 +56,12 @@ async fn the_run_command_serves_models_and_a_dev_sign_in_shows_the_bonus() {
     let base = rx
         .recv_timeout(Duration::from_secs(300))
         .expect("the run command printed where it listens");
+    (running, base)
+}
+
+#[tokio::test]
+async fn the_run_command_serves_models_and_a_dev_sign_in_shows_the_bonus() {
+    let (_running, base) = start(&[]);
 
     let http = reqwest::Client::new();
     let models: serde_json::Value = http
@@ -271,4 +278,86 @@ async fn generate_and_wait(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("the generation did not finish within 10 s");
+}
+
+/// A monthly period that ends three seconds from now, paid through a signed Stripe event:
+/// the runner's sweeper (every second here) expires what is left of it.
+#[tokio::test]
+async fn the_run_commands_sweeper_expires_a_periods_credits_at_its_end() {
+    use e2e_tests::payments::{STRIPE_KEY, STRIPE_WEBHOOK_SECRET, paid_period, stripe_signature};
+    let (_running, base) = start(&[
+        ("WEB", "0"),
+        ("SWEEP_INTERVAL_SECS", "1"),
+        ("STRIPE_SECRET_KEY", STRIPE_KEY),
+        ("STRIPE_WEBHOOK_SECRET", STRIPE_WEBHOOK_SECRET),
+        ("STRIPE_PRICE_PRO_MONTHLY", "price_pro_monthly"),
+        // Nothing is asked of Stripe for a paid invoice.
+        ("STRIPE_BASE_URL", "http://127.0.0.1:9"),
+    ]);
+    let http = reqwest::Client::new();
+    let login: serde_json::Value = http
+        .post(format!("{base}/auth/dev/login"))
+        .json(&serde_json::json!({"email": "subscriber@example.com", "name": "Sub"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["token"].as_str().unwrap().to_string();
+    let user = login["user"]["id"].as_str().unwrap().to_string();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let end = now + 3;
+    let mut event = paid_period(&user, "sub_run", "cus_run", 0).event("evt_run_p0", "invoice.paid");
+    event["data"]["object"]["lines"]["data"][0]["period"] =
+        serde_json::json!({"start": now - 60, "end": end});
+    let body = event.to_string();
+    let answer = http
+        .post(format!("{base}/webhooks/stripe"))
+        .header("content-type", "application/json")
+        .header("stripe-signature", stripe_signature(&body, now))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let me = |http: reqwest::Client, base: String, token: String| async move {
+        http.get(format!("{base}/v1/me"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+    };
+    let before = me(http.clone(), base.clone(), token.clone()).await;
+    assert_eq!(before["credits"], 610);
+    assert_eq!(before["expiring"][0]["credits"], 600);
+
+    let mut after = before;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        after = me(http.clone(), base.clone(), token.clone()).await;
+        if after["credits"] == 10 {
+            break;
+        }
+    }
+    assert_eq!(after["credits"], 10, "the period's credits expired: {after}");
+    assert_eq!(after["expiring"], serde_json::json!([]));
+    let ledger: serde_json::Value = http
+        .get(format!("{base}/v1/me/ledger"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rows = ledger["items"].as_array().unwrap();
+    let grant = rows.iter().find(|r| r["reason"] == "subscription").unwrap();
+    let expired: Vec<_> = rows.iter().filter(|r| r["reason"] == "expired").collect();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0]["delta"], -600);
+    assert_eq!(expired[0]["ref"], grant["id"]);
 }
