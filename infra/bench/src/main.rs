@@ -13,6 +13,7 @@
 mod calls;
 mod e2e;
 mod events;
+mod expiry;
 mod jobs;
 mod process;
 mod report;
@@ -79,7 +80,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: bench --bins DIR [--quick] [--node-dir DIR] [--spawns N] [--invocations N]\n\
          \x20            [--size LABEL=DIR]... [--out FILE.json] [--report FILE.md] [--logs DIR]\n\
-         \x20            [--env NAME=VALUE]... [--sections init,memory,calls,e2e,wait,recovery] [--note TEXT]...\n\
+         \x20            [--env NAME=VALUE]... [--sections init,memory,calls,e2e,wait,recovery,expiry] [--note TEXT]...\n\
          Run it through infra/bench.sh, which builds, starts the emulator and sets AWS_ENDPOINT_URL."
     );
     std::process::exit(2)
@@ -97,7 +98,7 @@ fn options() -> Options {
     let mut report = None;
     let mut logs = None;
     let mut env = Vec::new();
-    let mut sections = "init,memory,calls,e2e,wait,recovery".to_string();
+    let mut sections = "init,memory,calls,e2e,wait,recovery,expiry".to_string();
     let mut notes = Vec::new();
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| usage());
@@ -228,6 +229,11 @@ async fn main() -> anyhow::Result<()> {
         if options.runs("calls") {
             eprintln!("bench: AWS calls per operation");
             results.calls = calls::run().await?;
+        }
+        if options.runs("expiry") {
+            let samples = if options.quick { 1 } else { 5 };
+            eprintln!("bench: the expiry step for a month of rows, {samples} samples");
+            results.expiry = Some(expiry::run(samples).await?);
         }
         if options.runs("recovery") {
             let runs = if options.quick { 1 } else { 5 };

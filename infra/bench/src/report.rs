@@ -28,6 +28,7 @@ pub struct Results {
     /// The worker's largest job (its memory row is in `memory`).
     pub largest: Option<crate::jobs::Largest>,
     pub recovery: Option<crate::jobs::Recovery>,
+    pub expiry: Option<crate::expiry::ExpiryCost>,
     pub notes: Vec<String>,
 }
 
@@ -46,6 +47,7 @@ impl Results {
             wait: None,
             largest: None,
             recovery: None,
+            expiry: None,
             notes: vec![],
         }
     }
@@ -436,6 +438,27 @@ pub fn markdown(r: &Results) -> String {
             l.provider_calls,
             mib(l.reference_bytes as f64),
             mib(l.largest_request_bytes as f64),
+        );
+    }
+
+    if let Some(x) = &r.expiry {
+        let _ = writeln!(s, "### 8. The expiry step, a subscriber with a month of rows\n");
+        let _ = writeln!(
+            s,
+            "| step | ledger rows read | AWS calls | credits expired | median (ms) |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+        for step in &x.steps {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {:.1} |",
+                step.what, step.rows_read, step.calls, step.expired_credits, step.ms
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\n{} sample(s); AWS calls of the step count the user's index shard, `BatchGetItem` (profile + checkpoint), the ledger `Query` (its pages) and one `TransactWriteItems`. `GET /v1/me` for a subscriber: {} calls.\n",
+            x.samples, x.me_calls
         );
     }
 
