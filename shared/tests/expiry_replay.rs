@@ -132,7 +132,10 @@ impl Ledger {
         *self.rows.last_mut().expect("pushed") = row.clone();
         let check = self.replay.apply(&row);
         if let Some(check) = check {
-            assert_eq!(check.recorded, check.expected, "an expiry the replay does not give");
+            assert_eq!(
+                check.recorded, check.expected,
+                "an expiry the replay does not give"
+            );
         }
     }
 }

@@ -22,8 +22,15 @@ async fn subscriber(test: &str) -> (Pay, i64) {
     let pay = pay_stack(test).await;
     let user = pay.user.clone();
     assert_received(
-        &pay.stripe(&stripe_purchase("evt_pack", &user, "credits_100", "pi_pack", "cus_e", 999))
-            .await,
+        &pay.stripe(&stripe_purchase(
+            "evt_pack",
+            &user,
+            "credits_100",
+            "pi_pack",
+            "cus_e",
+            999,
+        ))
+        .await,
     );
     let period = paid_period(&user, "sub_e", "cus_e", 0);
     assert_received(&pay.stripe(&period.event("evt_p0", "invoice.paid")).await);
@@ -82,12 +89,19 @@ async fn a_months_600_credits_with_450_spent_expire_as_one_row_of_150_and_purcha
     let expired = expired_rows(&ledger);
     assert_eq!(expired.len(), 1);
     assert_eq!(expired[0]["delta"], -150);
-    let grant = ledger.iter().find(|r| r["reason"] == "subscription").unwrap();
+    let grant = ledger
+        .iter()
+        .find(|r| r["reason"] == "subscription")
+        .unwrap();
     assert_eq!(expired[0]["ref"], grant["id"]);
     assert_eq!(grant["expires_at"], rfc3339(period_end));
     let pack = ledger.iter().find(|r| r["reason"] == "purchase").unwrap();
     assert_eq!(pack["expires_at"], Value::Null);
-    assert_eq!(pay.balance().await, 110, "the pack and the bonus are untouched");
+    assert_eq!(
+        pay.balance().await,
+        110,
+        "the pack and the bonus are untouched"
+    );
     assert_eq!(pay.me().await["expiring"], serde_json::json!([]));
     assert_reconciled(&pay).await;
 }

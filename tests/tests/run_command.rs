@@ -343,7 +343,10 @@ async fn the_run_commands_sweeper_expires_a_periods_credits_at_its_end() {
             break;
         }
     }
-    assert_eq!(after["credits"], 10, "the period's credits expired: {after}");
+    assert_eq!(
+        after["credits"], 10,
+        "the period's credits expired: {after}"
+    );
     assert_eq!(after["expiring"], serde_json::json!([]));
     let ledger: serde_json::Value = http
         .get(format!("{base}/v1/me/ledger"))

@@ -16,7 +16,11 @@ impl Worker {
             let due = match self.store.due_expiries(shard, now).await {
                 Ok(due) => due,
                 Err(e) => {
-                    tracing::error!(shard, error = format!("{:#}", anyhow::Error::new(e)), "could not read a shard of the expiry index; skipped");
+                    tracing::error!(
+                        shard,
+                        error = format!("{:#}", anyhow::Error::new(e)),
+                        "could not read a shard of the expiry index; skipped"
+                    );
                     shared::metrics::count("SweeperSkipped", 1, &[]);
                     report.skipped += 1;
                     continue;

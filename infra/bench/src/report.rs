@@ -442,7 +442,10 @@ pub fn markdown(r: &Results) -> String {
     }
 
     if let Some(x) = &r.expiry {
-        let _ = writeln!(s, "### 8. The expiry step, a subscriber with a month of rows\n");
+        let _ = writeln!(
+            s,
+            "### 8. The expiry step, a subscriber with a month of rows\n"
+        );
         let _ = writeln!(
             s,
             "| step | ledger rows read | AWS calls | credits expired | median (ms) |"

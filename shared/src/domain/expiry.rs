@@ -178,13 +178,8 @@ impl Replay {
                 };
                 let takes = self.take(amount, preferred);
                 if row.reason == LedgerReason::Generation {
-                    self.charges.insert(
-                        row.reference.clone(),
-                        Charge {
-                            at: row.at,
-                            takes,
-                        },
-                    );
+                    self.charges
+                        .insert(row.reference.clone(), Charge { at: row.at, takes });
                 }
                 None
             }

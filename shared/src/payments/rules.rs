@@ -136,8 +136,7 @@ impl PeriodGrant {
             credits: self.credits,
             reference: period_reference(&self.subscription_id, self.period_start),
             product_id: self.product_id.clone(),
-            expires_at: products::product(&self.product_id)
-                .and_then(|p| p.expiry(self.period_end)),
+            expires_at: products::product(&self.product_id).and_then(|p| p.expiry(self.period_end)),
         }
     }
 }

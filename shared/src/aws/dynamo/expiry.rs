@@ -210,7 +210,14 @@ impl DynamoStore {
                 self.push_expiry_entry(&mut tx, user, at + 1);
             }
             let keep_flag = recheck || replay.has_expiring();
-            self.push_version_update(&mut tx, user, read.version, total, keep_flag, read.has_expiring);
+            self.push_version_update(
+                &mut tx,
+                user,
+                read.version,
+                total,
+                keep_flag,
+                read.has_expiring,
+            );
             self.push_checkpoint(&mut tx, user, &replay, now);
             match self.execute(tx).await {
                 Ok(()) => {
@@ -340,10 +347,15 @@ impl DynamoStore {
     ) -> Result<Option<Read>, StoreError> {
         let pk = keys::user_pk(user);
         let mut found = self
-            .batch_get(vec![item_key(pk.clone(), PROFILE), item_key(pk.clone(), CHECKPOINT)])
+            .batch_get(vec![
+                item_key(pk.clone(), PROFILE),
+                item_key(pk.clone(), CHECKPOINT),
+            ])
             .await?;
         let sk_of = |item: &Item| item.get(SK).and_then(|v| v.as_s().ok()).cloned();
-        let profile_at = found.iter().position(|i| sk_of(i).as_deref() == Some(PROFILE));
+        let profile_at = found
+            .iter()
+            .position(|i| sk_of(i).as_deref() == Some(PROFILE));
         let Some(profile) = profile_at.map(|i| found.swap_remove(i)) else {
             return Ok(None);
         };
@@ -419,7 +431,9 @@ impl DynamoStore {
         self.query_all(query)
             .await?
             .into_iter()
-            .filter(|item| item.get(SK).and_then(|v| v.as_s().ok()) != Some(&from) || after.is_none())
+            .filter(|item| {
+                item.get(SK).and_then(|v| v.as_s().ok()) != Some(&from) || after.is_none()
+            })
             .map(from_item::<LedgerRow>)
             .collect()
     }

@@ -10,8 +10,8 @@ use time::OffsetDateTime;
 use super::items::*;
 use super::read::Versions;
 use crate::aws::dynamo::DynamoStore;
-use crate::aws::dynamo::keys::{self, PK, PROFILE, SK};
 use crate::aws::dynamo::expiry::HAS_EXPIRING;
+use crate::aws::dynamo::keys::{self, PK, PROFILE, SK};
 use crate::aws::dynamo::ledger::{BUMP_VERSION, RowMeta, number, put_new, rfc3339};
 use crate::aws::dynamo::tx::{Role, Tx};
 use crate::aws::dynamo::users::{Item, LIVE, item_key, to_item};
@@ -168,7 +168,10 @@ impl DynamoStore {
             bump = BUMP_VERSION;
             values.insert(":one".to_string(), number(1));
         }
-        if changes.iter().any(|c| c.expires_at.is_some() && c.delta > 0) {
+        if changes
+            .iter()
+            .any(|c| c.expires_at.is_some() && c.delta > 0)
+        {
             sets.push(format!("{HAS_EXPIRING} = :expiring"));
             values.insert(":expiring".to_string(), AttributeValue::Bool(true));
         }
