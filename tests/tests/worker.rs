@@ -410,7 +410,7 @@ async fn the_scheduled_event_runs_the_sweeper() {
 
     assert_eq!(
         answer,
-        json!({"requeued": 0, "recovered": 0, "finished": 0, "skipped": 0, "webhooks": 0})
+        json!({"requeued": 0, "recovered": 0, "finished": 0, "expired": 0, "skipped": 0, "webhooks": 0})
     );
 }
 
