@@ -27,9 +27,10 @@ use serde::{Deserialize, Serialize};
 use super::ledger::LedgerReason;
 
 /// A refund later than this after its charge goes back to no grant (it opens a
-/// never-expiring one): the charges a checkpoint keeps are bounded by it. Generations
-/// finish within their deadline (15 minutes by default), far inside it.
-pub const REFUND_HORIZON_SECS: i64 = 24 * 3600;
+/// never-expiring one): the charges a checkpoint keeps are bounded by it (at the rate
+/// limit's 10 a minute, 600 charges, some 60 KB of a 400 KB item). Generations finish,
+/// or are finished by the sweeper, within their deadline (15 minutes by default).
+pub const REFUND_HORIZON_SECS: i64 = 3600;
 
 /// One ledger row, as the replay reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
