@@ -28,13 +28,14 @@ struct Gated {
 }
 
 impl Gated {
-    fn new(transient: bool) -> Arc<Self> {
+    /// With `transient`, images from index `transient_from` on fail for now.
+    fn new(transient: bool, transient_from: u32) -> Arc<Self> {
         Arc::new(Self {
             started: AtomicUsize::new(0),
             started_one: Notify::new(),
             release: Semaphore::new(0),
             transient,
-            transient_from: 0,
+            transient_from,
         })
     }
 
@@ -107,7 +108,7 @@ struct Arranged {
 
 async fn arrange(test: &str, n: u32, transient: bool, slots: usize) -> Arranged {
     let stack = stack(test, |_| {}).await;
-    let gated = Gated::new(transient);
+    let gated = Gated::new(transient, 0);
     let worker = worker_for(
         &stack,
         Providers::new().with("nano-banana", gated.clone()),
@@ -122,6 +123,18 @@ async fn arrange(test: &str, n: u32, transient: bool, slots: usize) -> Arranged 
         token,
         user,
         id,
+    }
+}
+
+impl Arranged {
+    /// Runs the worker, asks to cancel once `started` images are being made, then lets
+    /// them finish: the cancel's answer and the worker's outcome.
+    async fn cancel_after(&self, started: usize) -> (e2e_tests::Answer, worker::Outcome) {
+        let running = run(&self.worker, self.user, self.id);
+        self.gated.until_started(started).await;
+        let asked = cancel(&self.stack, &self.token, self.id).await;
+        self.gated.release.add_permits(started);
+        (asked, running.await.unwrap())
     }
 }
 
@@ -140,20 +153,18 @@ async fn refund_rows(stack: &Stack, token: &str) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cancel_while_two_of_four_images_are_made_keeps_those_two_and_refunds_the_others() {
+    let arranged = arrange("cancel-run-four", 4, false, 2).await;
+
+    let (asked, outcome) = arranged.cancel_after(2).await;
+
     let Arranged {
         stack,
         gated,
-        worker,
         token,
         user,
         id,
-    } = arrange("cancel-run-four", 4, false, 2).await;
-    let running = run(&worker, user, id);
-    gated.until_started(2).await;
-
-    let asked = cancel(&stack, &token, id).await;
-    gated.release.add_permits(2);
-    let outcome = running.await.unwrap();
+        ..
+    } = arranged;
 
     assert_eq!(asked.status, StatusCode::OK, "{:?}", asked.body);
     assert_eq!(asked.body["cancel_requested"], true);
@@ -181,20 +192,18 @@ async fn a_cancel_while_two_of_four_images_are_made_keeps_those_two_and_refunds_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cancel_while_the_only_image_is_made_ends_canceled_with_it_and_refunds_nothing() {
+    let arranged = arrange("cancel-run-one", 1, false, 4).await;
+
+    let (asked, outcome) = arranged.cancel_after(1).await;
+
     let Arranged {
         stack,
-        gated,
-        worker,
         token,
         user,
         id,
-    } = arrange("cancel-run-one", 1, false, 4).await;
-    let running = run(&worker, user, id);
-    gated.until_started(1).await;
-
-    cancel(&stack, &token, id).await;
-    gated.release.add_permits(1);
-    let outcome = running.await.unwrap();
+        ..
+    } = arranged;
+    assert_eq!(asked.body["cancel_requested"], true, "{:?}", asked.body);
 
     assert_eq!(outcome, worker::Outcome::Done);
     let ended = stack.stored(user, id).await.unwrap();
@@ -218,20 +227,18 @@ async fn a_cancel_while_the_only_image_is_made_ends_canceled_with_it_and_refunds
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cancel_during_an_attempt_that_fails_for_now_ends_it_at_once_instead_of_a_retry() {
+    let arranged = arrange("cancel-run-retry", 2, true, 4).await;
+
+    let (asked, outcome) = arranged.cancel_after(2).await;
+
     let Arranged {
         stack,
-        gated,
-        worker,
         token,
         user,
         id,
-    } = arrange("cancel-run-retry", 2, true, 4).await;
-    let running = run(&worker, user, id);
-    gated.until_started(2).await;
-
-    cancel(&stack, &token, id).await;
-    gated.release.add_permits(2);
-    let outcome = running.await.unwrap();
+        ..
+    } = arranged;
+    assert_eq!(asked.body["cancel_requested"], true, "{:?}", asked.body);
 
     assert_eq!(outcome, worker::Outcome::Done, "not returned for a retry");
     let ended = stack.stored(user, id).await.unwrap();
@@ -275,10 +282,7 @@ async fn a_generation_canceled_between_attempts_ends_at_its_next_claim_without_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn images_of_an_attempt_whose_generation_vanished_before_its_release_are_removed() {
     let stack = stack("cancel-run-vanished", |_| {}).await;
-    let gated = Arc::new(Gated {
-        transient_from: 1,
-        ..Arc::into_inner(Gated::new(true)).unwrap()
-    });
+    let gated = Gated::new(true, 1);
     let worker = worker_for(
         &stack,
         Providers::new().with("nano-banana", gated.clone()),
