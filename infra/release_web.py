@@ -40,7 +40,11 @@ def release(s3, bucket: str, dist: pathlib.Path, cloudfront=None, distribution_i
     uploaded = 0
     for key in sorted(current):
         if key.startswith("assets/") and key in existing:
-            continue  # the same hash is the same file
+            # The same hash is the same file. Current again (a release of an older build):
+            # it must not expire, so its mark goes.
+            if _is_superseded(s3, bucket, key):
+                s3.delete_object_tagging(Bucket=bucket, Key=key)
+            continue
         s3.put_object(
             Bucket=bucket,
             Key=key,

@@ -82,6 +82,18 @@ class Release(unittest.TestCase):
         self.assertEqual(again["superseded"], 0, "an asset is marked once")
 
 
+    def test_an_asset_current_again_after_a_rollback_loses_its_mark(self):
+        old = build(self.root, {"app-old.js": "old"})
+        new = build(self.root, {"app-new.js": "new"})
+        release_web.release(self.s3, self.bucket, old)
+        release_web.release(self.s3, self.bucket, new)
+
+        release_web.release(self.s3, self.bucket, old)
+
+        self.assertEqual(self.tags("assets/app-old.js"), [], "current again: never expires")
+        self.assertEqual(self.tags("assets/app-new.js"), [{"Key": "superseded", "Value": "true"}])
+
+
 class LifecycleRule(unittest.TestCase):
     def test_the_web_bucket_expires_only_superseded_assets_after_30_days(self):
         rules = source()["Resources"]["WebBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
